@@ -1,0 +1,72 @@
+# baton — make run boots the demo appliance; make test runs every test. Both install what they
+# need (QEMU from Debian, Debian's kernel) on a fresh machine.
+
+SHELL      := /bin/bash
+OUT        := out
+GO         ?= go
+GOBUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w'
+KERNEL_DIR := $(OUT)/kernel/amd64
+VERSION    ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+HTTP_PORT    ?= 8080
+CONTROL_PORT ?= 7000
+COMPRESS   ?= gzip
+QEMU_ACCEL ?= $(if $(BATON_QEMU_ACCEL),$(BATON_QEMU_ACCEL),tcg)
+
+BINS := $(OUT)/bin/init $(OUT)/bin/web $(OUT)/bin/testsvc
+
+.PHONY: all run test unit qemu-test image bench deps qemu kernel vet clean
+all: image
+
+# --- dependencies a fresh machine lacks -------------------------------------------------
+deps: qemu kernel
+
+qemu:
+	@command -v qemu-system-x86_64 >/dev/null || { \
+	  echo "installing qemu-system-x86 (apt)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-system-x86; }
+
+kernel:
+	@qemu-tests/fetch-kernel.sh amd64 >/dev/null
+
+# --- build ------------------------------------------------------------------------------
+$(OUT)/bin/init: FORCE
+	$(GOBUILD) -o $@ ./init
+$(OUT)/bin/web: FORCE
+	$(GOBUILD) -ldflags '-s -w -X main.version=$(VERSION)' -o $@ ./examples/web
+$(OUT)/bin/testsvc: FORCE
+	$(GOBUILD) -o $@ ./qemu-tests/testsvc
+FORCE:
+
+image: kernel $(BINS)
+	$(GO) run ./images/cmd/mkimage -config examples/baton.toml -init $(OUT)/bin/init \
+	  -bindir $(OUT)/bin -kernel-modules $(KERNEL_DIR)/lib/modules -compress $(COMPRESS) \
+	  -o $(OUT)/initramfs.img
+
+# --- run the demo -----------------------------------------------------------------------
+run: qemu image
+	@echo "baton demo: http://127.0.0.1:$(HTTP_PORT)/ (guest port 80)."
+	@echo "Quit: ctrl-a x (QEMU), or ctrl-a c then 'system_powerdown' / 'sendkey ctrl-alt-delete'."
+	qemu-system-x86_64 -accel $(QEMU_ACCEL) -m 512 -nodefaults -no-reboot -nographic \
+	  -serial mon:stdio -kernel $$(ls $(KERNEL_DIR)/boot/vmlinuz-* | head -n1) \
+	  -initrd $(OUT)/initramfs.img -append "console=ttyS0 panic=-1 quiet" \
+	  -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$(HTTP_PORT)-:80,hostfwd=tcp:127.0.0.1:$(CONTROL_PORT)-:7000 \
+	  -device virtio-net-pci,netdev=n0
+
+# --- tests ------------------------------------------------------------------------------
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /qemu-tests)
+
+qemu-test: deps
+	BATON_REQUIRE_QEMU=1 $(GO) test -count=1 -v -timeout 20m ./qemu-tests/
+
+test: vet unit qemu-test
+
+bench:
+	@echo "no benchmarks yet: the handoff and kexec benchmarks come with their issues"; exit 1
+
+clean:
+	rm -rf $(OUT)

@@ -1,0 +1,179 @@
+// Package config reads baton's appliance configuration, /etc/baton/baton.toml.
+//
+// Decoding is strict: a key baton does not know is an error, because a misspelt key that is
+// silently ignored ("restrat = always") is a service that is not restarted in production.
+// Every error names the file, the line and the key or value at fault.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// DefaultPath is where the appliance image keeps its configuration.
+const DefaultPath = "/etc/baton/baton.toml"
+
+// Config is the whole appliance: identity, boot, network and services.
+type Config struct {
+	Hostname string    `toml:"hostname"`
+	Boot     Boot      `toml:"boot"`
+	Network  []Network `toml:"network"`
+	Service  []Service `toml:"service"`
+}
+
+// Boot holds what PID 1 does before services start.
+type Boot struct {
+	// Modules are loaded (with their dependencies) before devices are matched to drivers.
+	// The image builder resolves the dependencies at build time.
+	Modules []string `toml:"modules"`
+}
+
+// Network is one statically configured interface.
+type Network struct {
+	Interface string `toml:"interface"`
+	Address   string `toml:"address"` // CIDR, e.g. 10.0.2.15/24
+	Gateway   string `toml:"gateway"` // optional default route
+	MTU       int    `toml:"mtu"`     // optional
+}
+
+// Restart policies.
+const (
+	RestartAlways    = "always"
+	RestartOnFailure = "on-failure"
+	RestartNever     = "never"
+)
+
+// Readiness kinds.
+const (
+	ReadyStarted = "started"
+	ReadyNotify  = "notify"
+)
+
+// Service is one supervised program.
+type Service struct {
+	Name        string   `toml:"name"`
+	Exec        []string `toml:"exec"`
+	Env         []string `toml:"env"`
+	Dir         string   `toml:"dir"`
+	Restart     string   `toml:"restart"`
+	Ready       string   `toml:"ready"`
+	After       []string `toml:"after"`
+	StopTimeout Duration `toml:"stop_timeout"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("10s", "1m30s").
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (write e.g. \"10s\" or \"1m30s\")", b)
+	}
+	if v < 0 {
+		return fmt.Errorf("%q is negative", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Default stop timeout, as systemd's DefaultTimeoutStopSec is too long for an appliance.
+const DefaultStopTimeout = 10 * time.Second
+
+// Error is a problem in a config file, located as precisely as the file allows.
+type Error struct {
+	File string
+	Line int    // 0 when the problem has no single line (e.g. a dependency cycle)
+	Key  string // dotted key path, e.g. service[1].restart
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates data; name is used in errors.
+func Parse(name string, data []byte) (*Config, error) {
+	var c Config
+	dec := toml.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, decodeError(name, data, err)
+	}
+	c.applyDefaults()
+	if errs := c.validate(); len(errs) > 0 {
+		lines := positions(data)
+		out := make([]error, 0, len(errs))
+		for _, e := range errs {
+			ce := &Error{File: name, Key: e.key, Msg: e.msg, Line: lines.lineOf(e.key)}
+			out = append(out, ce)
+		}
+		return nil, errors.Join(out...)
+	}
+	return &c, nil
+}
+
+// decodeError turns go-toml's errors into Errors with file and line.
+func decodeError(name string, data []byte, err error) error {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		out := make([]error, 0, len(strict.Errors))
+		for i := range strict.Errors {
+			de := &strict.Errors[i]
+			line, _ := de.Position()
+			out = append(out, &Error{File: name, Line: line, Key: strings.Join(de.Key(), "."),
+				Msg: "unknown key"})
+		}
+		return errors.Join(out...)
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		line, _ := de.Position()
+		msg := strings.TrimPrefix(de.Error(), "toml: ")
+		return &Error{File: name, Line: line, Key: strings.Join(de.Key(), "."), Msg: msg}
+	}
+	return &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+}
+
+func (c *Config) applyDefaults() {
+	for i := range c.Service {
+		s := &c.Service[i]
+		if s.Restart == "" {
+			s.Restart = RestartOnFailure
+		}
+		if s.Ready == "" {
+			s.Ready = ReadyStarted
+		}
+		if s.StopTimeout.Duration == 0 {
+			s.StopTimeout.Duration = DefaultStopTimeout
+		}
+	}
+}

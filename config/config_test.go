@@ -1,0 +1,120 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const good = `
+hostname = "demo"
+
+[boot]
+modules = ["virtio_net"]
+
+[[network]]
+interface = "eth0"
+address = "10.0.2.15/24"
+gateway = "10.0.2.2"
+
+[[service]]
+name = "web"
+exec = ["/bin/web", "-v"]
+env = ["GREETING=hello"]
+after = ["db"]
+stop_timeout = "3s"
+
+[[service]]
+name = "db"
+exec = ["/bin/db"]
+restart = "always"
+`
+
+func TestParseGood(t *testing.T) {
+	c, err := Parse("baton.toml", []byte(good))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if c.Hostname != "demo" || len(c.Network) != 1 || c.Network[0].Gateway != "10.0.2.2" {
+		t.Errorf("decoded %+v", c)
+	}
+	web := c.Service[0]
+	if web.Restart != RestartOnFailure || web.Ready != ReadyStarted || web.StopTimeout.Duration != 3*time.Second {
+		t.Errorf("defaults/durations not applied: %+v", web)
+	}
+	if c.Service[1].StopTimeout.Duration != DefaultStopTimeout {
+		t.Errorf("default stop timeout = %v", c.Service[1].StopTimeout)
+	}
+	var order []string
+	for _, s := range c.StartOrder() {
+		order = append(order, s.Name)
+	}
+	if got := strings.Join(order, ","); got != "db,web" {
+		t.Errorf("start order = %s, want db,web", got)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		doc  string
+		want []string // substrings the error must contain
+	}{
+		{"unknown top-level key", "hostname = \"a\"\nhostnme = \"b\"\n",
+			[]string{"f.toml:2:", "hostnme", "unknown key"}},
+		{"unknown service key", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nrestrat = \"always\"\n",
+			[]string{"f.toml:4:", "service.restrat", "unknown key"}},
+		{"syntax error", "hostname = \"a\n",
+			[]string{"f.toml:1:"}},
+		{"wrong type", "hostname = 3\n",
+			[]string{"f.toml:1:", "hostname"}},
+		{"bad duration", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nstop_timeout = \"soon\"\n",
+			[]string{"f.toml:4:", "not a duration"}},
+		{"bad restart policy in second service",
+			"[[service]]\nname = \"a\"\nexec = [\"/a\"]\n\n[[service]]\nname = \"b\"\nexec = [\"/b\"]\nrestart = \"sometimes\"\n",
+			[]string{"f.toml:8:", "service[1].restart", `"sometimes" is not a restart policy`}},
+		{"relative exec", "[[service]]\nname = \"a\"\nexec = [\"bin/a\"]\n",
+			[]string{"f.toml:3:", "must be an absolute path"}},
+		{"missing exec", "[[service]]\nname = \"a\"\n",
+			[]string{"f.toml:1:", "exec is required"}},
+		{"duplicate name", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\n[[service]]\nname = \"a\"\nexec = [\"/a\"]\n",
+			[]string{"f.toml:5:", "defined twice"}},
+		{"unknown dependency", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nafter = [\"nope\"]\n",
+			[]string{"f.toml:4:", `"nope", which is not defined`}},
+		{"cycle", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nafter = [\"b\"]\n[[service]]\nname = \"b\"\nexec = [\"/b\"]\nafter = [\"a\"]\n",
+			[]string{"f.toml: ", "dependency cycle: a → b → a"}},
+		{"bad address", "[[network]]\ninterface = \"eth0\"\naddress = \"10.0.2.15\"\n",
+			[]string{"f.toml:3:", "network[0].address", "prefix length"}},
+		{"bad hostname", "hostname = \"no spaces\"\n",
+			[]string{"f.toml:1:", "hostname"}},
+		{"bad env", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nenv = [\"NOEQUALS\"]\n",
+			[]string{"f.toml:4:", "not NAME=value"}},
+		{"notify not yet", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nready = \"notify\"\n",
+			[]string{"f.toml:4:", "notify socket"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("f.toml", []byte(tc.doc))
+			if err == nil {
+				t.Fatalf("Parse accepted:\n%s", tc.doc)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestPositionsNestedArrayTables(t *testing.T) {
+	doc := "[[service]]\nname = \"a\"\n[[service.socket]]\nname = \"x\"\n[[service]]\nname = \"b\"\n[[service.socket]]\nname = \"y\"\n"
+	l := positions([]byte(doc))
+	for key, want := range map[string]int{
+		"service[0]": 1, "service[0].socket[0].name": 4, "service[1].name": 6, "service[1].socket[0]": 7,
+		"service[1].socket[0].listen": 7, // absent key falls back to its table
+	} {
+		if got := l.lineOf(key); got != want {
+			t.Errorf("lineOf(%s) = %d, want %d", key, got, want)
+		}
+	}
+}

@@ -1,0 +1,187 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// problem is a validation failure before it is located in the file.
+type problem struct {
+	key string // key path as positions() records it, e.g. service[0].exec
+	msg string
+}
+
+var (
+	serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)
+	hostName    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$`)
+	envName     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+func (c *Config) validate() []problem {
+	var ps []problem
+	add := func(key, format string, args ...any) {
+		ps = append(ps, problem{key: key, msg: fmt.Sprintf(format, args...)})
+	}
+	if c.Hostname != "" && (len(c.Hostname) > 64 || !hostName.MatchString(c.Hostname)) {
+		add("hostname", "%q is not a valid host name (letters, digits, '-', at most 64)", c.Hostname)
+	}
+	for i, m := range c.Boot.Modules {
+		if m == "" || strings.ContainsAny(m, "/ ") {
+			add("boot.modules", "module %d (%q) is not a module name", i, m)
+		}
+	}
+	for i, n := range c.Network {
+		k := fmt.Sprintf("network[%d]", i)
+		if n.Interface == "" {
+			add(k, "interface is required")
+		}
+		if _, err := netip.ParsePrefix(n.Address); n.Address != "" && err != nil {
+			add(k+".address", "%q is not an address with prefix length (e.g. 10.0.2.15/24)", n.Address)
+		}
+		if _, err := netip.ParseAddr(n.Gateway); n.Gateway != "" && err != nil {
+			add(k+".gateway", "%q is not an IP address", n.Gateway)
+		}
+		if n.MTU != 0 && (n.MTU < 68 || n.MTU > 65535) {
+			add(k+".mtu", "%d is out of range (68-65535)", n.MTU)
+		}
+	}
+	ps = append(ps, c.validateServices()...)
+	return ps
+}
+
+func (c *Config) validateServices() []problem {
+	var ps []problem
+	add := func(key, format string, args ...any) {
+		ps = append(ps, problem{key: key, msg: fmt.Sprintf(format, args...)})
+	}
+	seen := map[string]int{}
+	for i, s := range c.Service {
+		k := fmt.Sprintf("service[%d]", i)
+		switch {
+		case s.Name == "":
+			add(k, "name is required")
+		case !serviceName.MatchString(s.Name):
+			add(k+".name", "%q is not a valid service name (letters, digits, _ . @ -)", s.Name)
+		default:
+			if j, dup := seen[s.Name]; dup {
+				add(k+".name", "service %q is defined twice (first as service %d)", s.Name, j+1)
+			}
+			seen[s.Name] = i
+		}
+		if len(s.Exec) == 0 || s.Exec[0] == "" {
+			add(k, "service %q: exec is required (e.g. exec = [\"/bin/web\", \"-v\"])", s.Name)
+		} else if !path.IsAbs(s.Exec[0]) {
+			add(k+".exec", "service %q: %q must be an absolute path", s.Name, s.Exec[0])
+		}
+		for _, e := range s.Env {
+			name, _, ok := strings.Cut(e, "=")
+			if !ok || !envName.MatchString(name) {
+				add(k+".env", "service %q: %q is not NAME=value", s.Name, e)
+			}
+		}
+		switch s.Restart {
+		case RestartAlways, RestartOnFailure, RestartNever:
+		default:
+			add(k+".restart", "service %q: %q is not a restart policy (always, on-failure or never)", s.Name, s.Restart)
+		}
+		switch s.Ready {
+		case ReadyStarted:
+		case ReadyNotify:
+			add(k+".ready", "service %q: ready = \"notify\" needs the notify socket, which this build does not have yet; use \"started\"", s.Name)
+		default:
+			add(k+".ready", "service %q: %q is not a readiness kind (started or notify)", s.Name, s.Ready)
+		}
+	}
+	for i, s := range c.Service {
+		for _, a := range s.After {
+			if _, ok := seen[a]; !ok {
+				add(fmt.Sprintf("service[%d].after", i), "service %q is ordered after %q, which is not defined", s.Name, a)
+			}
+		}
+	}
+	if len(ps) == 0 {
+		if cycle := c.findCycle(); cycle != nil {
+			add("", "dependency cycle: %s", strings.Join(cycle, " → "))
+		}
+	}
+	return ps
+}
+
+// StartOrder returns the services so that each comes after everything in its After list.
+// Ties keep config order. The config must be valid (no cycle).
+func (c *Config) StartOrder() []Service {
+	var out []Service
+	done := map[string]bool{}
+	var visit func(s Service)
+	byName := c.servicesByName()
+	visit = func(s Service) {
+		if done[s.Name] {
+			return
+		}
+		done[s.Name] = true
+		for _, a := range s.After {
+			visit(byName[a])
+		}
+		out = append(out, s)
+	}
+	for _, s := range c.Service {
+		visit(s)
+	}
+	return out
+}
+
+func (c *Config) servicesByName() map[string]Service {
+	m := make(map[string]Service, len(c.Service))
+	for _, s := range c.Service {
+		m[s.Name] = s
+	}
+	return m
+}
+
+// findCycle returns the services of one dependency cycle, first repeated at the end, or nil.
+func (c *Config) findCycle() []string {
+	byName := c.servicesByName()
+	const (
+		unseen = iota
+		onStack
+		finished
+	)
+	state := map[string]int{}
+	var stack []string
+	var visit func(name string) []string
+	visit = func(name string) []string {
+		state[name] = onStack
+		stack = append(stack, name)
+		after := append([]string(nil), byName[name].After...)
+		sort.Strings(after)
+		for _, a := range after {
+			switch state[a] {
+			case onStack:
+				for i, n := range stack {
+					if n == a {
+						return append(append([]string(nil), stack[i:]...), a)
+					}
+				}
+			case unseen:
+				if cyc := visit(a); cyc != nil {
+					return cyc
+				}
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[name] = finished
+		return nil
+	}
+	for _, s := range c.Service {
+		if state[s.Name] == unseen {
+			if cyc := visit(s.Name); cyc != nil {
+				return cyc
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,100 @@
+package images
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"path/filepath"
+	"sort"
+
+	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/system/kmod"
+)
+
+// Spec says what goes into an appliance image.
+type Spec struct {
+	Config string // host path of baton.toml; validated, stored at /etc/baton/baton.toml
+	Init   string // host path of the static init binary
+	// BinDir is searched (by base name) for service binaries not given in Files.
+	BinDir string
+	// Files maps image paths to host files: extra files, or service binaries by exact path.
+	Files map[string]string
+	// KernelModules are lib/modules/<release> trees, one per kernel the image boots.
+	KernelModules []string
+	// Modules are loaded at boot in addition to the config's [boot] modules.
+	Modules []string
+	// Carry are modules put in the image but loaded only when the kernel asks for them
+	// (request_module → /sbin/modprobe), e.g. file systems mounted later.
+	Carry []string
+}
+
+// Build assembles the image described by spec. Every missing input is an error that names it.
+func Build(spec Spec) (*Initramfs, []*ModuleSet, error) {
+	cfg, err := config.Load(spec.Config)
+	if err != nil {
+		return nil, nil, err
+	}
+	img := NewInitramfs()
+	if err := img.AddFile("/init", spec.Init, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("init binary: %w", err)
+	}
+	// The kernel's module helper: request_module() runs /sbin/modprobe, which is baton.
+	img.AddSymlink("/sbin/modprobe", "/init")
+	if err := img.AddFile(config.DefaultPath, spec.Config, 0o644); err != nil {
+		return nil, nil, err
+	}
+	guests := make([]string, 0, len(spec.Files))
+	for g := range spec.Files {
+		guests = append(guests, g)
+	}
+	sort.Strings(guests)
+	for _, g := range guests {
+		if err := img.AddFile(g, spec.Files[g], 0o755); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, s := range cfg.Service {
+		bin := s.Exec[0]
+		if img.Has(bin) {
+			continue
+		}
+		if spec.BinDir == "" {
+			return nil, nil, fmt.Errorf("service %s: no binary for %s (give -file %s=PATH or -bindir DIR)", s.Name, bin, bin)
+		}
+		if err := img.AddFile(bin, filepath.Join(spec.BinDir, path.Base(bin)), 0o755); err != nil {
+			return nil, nil, fmt.Errorf("service %s: %w", s.Name, err)
+		}
+	}
+	names := append(append([]string(nil), cfg.Boot.Modules...), spec.Modules...)
+	var sets []*ModuleSet
+	for _, dir := range spec.KernelModules {
+		set, err := ResolveModules(dir, append(append([]string(nil), names...), spec.Carry...))
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := set.addTo(img); err != nil {
+			return nil, nil, err
+		}
+		sets = append(sets, set)
+	}
+	if len(spec.KernelModules) == 0 && len(names) > 0 {
+		return nil, nil, fmt.Errorf("the config lists kernel modules (%v) but no kernel module tree was given", names)
+	}
+	return img, sets, nil
+}
+
+func (s *ModuleSet) addTo(img *Initramfs) error {
+	base := path.Join("/lib/modules", s.Index.Release)
+	for _, name := range s.Names() {
+		m := s.Index.Modules[name]
+		if err := img.AddFile(path.Join(base, filepath.ToSlash(m.Path)), filepath.Join(s.Dir, m.Path), 0o644); err != nil {
+			return err
+		}
+	}
+	ix, err := json.MarshalIndent(s.Index, "", " ")
+	if err != nil {
+		return err
+	}
+	img.AddData(path.Join(base, kmod.IndexFile), ix, 0o644)
+	return nil
+}

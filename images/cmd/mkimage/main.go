@@ -1,0 +1,79 @@
+// Command mkimage builds a baton appliance initramfs.
+//
+//	mkimage -config examples/baton.toml -init out/bin/init -bindir out/bin \
+//	        -kernel-modules out/kernel/amd64/lib/modules -o out/initramfs.img
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/baton-init/baton/images"
+)
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func main() {
+	var spec images.Spec
+	var files, kmods, modules, carry listFlag
+	flag.StringVar(&spec.Config, "config", "", "baton.toml to put in the image (required)")
+	flag.StringVar(&spec.Init, "init", "", "static init binary (required)")
+	flag.StringVar(&spec.BinDir, "bindir", "", "directory searched by base name for service binaries")
+	flag.Var(&files, "file", "GUEST=HOST: add a host file at an image path (repeatable)")
+	flag.Var(&kmods, "kernel-modules", "lib/modules/<release> tree of a kernel the image boots (repeatable)")
+	flag.Var(&modules, "modules", "extra modules to carry and load, comma-separated (repeatable)")
+	flag.Var(&carry, "carry", "modules to carry but load only on the kernel's request, comma-separated (repeatable)")
+	compression := flag.String("compress", "gzip", "compression: "+strings.Join(images.Compressions, ", "))
+	out := flag.String("o", "out/initramfs.img", "output file")
+	flag.Parse()
+	if spec.Config == "" || spec.Init == "" {
+		fmt.Fprintln(os.Stderr, "mkimage: -config and -init are required")
+		flag.Usage()
+		os.Exit(2)
+	}
+	spec.Files = map[string]string{}
+	for _, f := range files {
+		g, h, ok := strings.Cut(f, "=")
+		if !ok || g == "" || h == "" {
+			fatal(fmt.Errorf("-file %q: want GUEST=HOST", f))
+		}
+		spec.Files[g] = h
+	}
+	spec.KernelModules = kmods
+	for _, m := range modules {
+		spec.Modules = append(spec.Modules, strings.Split(m, ",")...)
+	}
+	for _, m := range carry {
+		spec.Carry = append(spec.Carry, strings.Split(m, ",")...)
+	}
+	img, sets, err := images.Build(spec)
+	if err != nil {
+		fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := img.Write(&buf, *compression); err != nil {
+		fatal(err)
+	}
+	// Write to a temporary file and rename, so a failed build never leaves a truncated image.
+	if err := os.WriteFile(*out+".tmp", buf.Bytes(), 0o644); err != nil {
+		fatal(err)
+	}
+	if err := os.Rename(*out+".tmp", *out); err != nil {
+		fatal(err)
+	}
+	fmt.Printf("mkimage: wrote %s: %d entries, %d bytes (%s)\n", *out, len(img.Paths()), buf.Len(), *compression)
+	for _, s := range sets {
+		fmt.Printf("mkimage: kernel %s: %d modules: %s\n", s.Index.Release, len(s.Index.Modules), strings.Join(s.Names(), " "))
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "mkimage:", err)
+	os.Exit(1)
+}

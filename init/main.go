@@ -1,0 +1,34 @@
+// Command init is baton: PID 1 of an appliance, a subreaper supervisor outside PID 1, and the
+// kernel's modprobe helper, chosen by how it is started.
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+func main() {
+	switch {
+	case filepath.Base(os.Args[0]) == "modprobe":
+		os.Exit(modprobeMain(os.Args[1:]))
+	case os.Getpid() == 1:
+		pid1Main() // never returns
+	default:
+		os.Exit(subreaperMain(os.Args[1:]))
+	}
+}
+
+// usage is printed for -h and for bad flags outside PID 1.
+const usage = `baton — PID 1 and service supervisor for appliances
+
+As PID 1 (the kernel runs /init): boots the appliance from /etc/baton/baton.toml.
+  Kernel parameters: baton.config=PATH  baton.hostname=NAME  baton.modules=a,b  baton.debug
+
+Outside PID 1: supervises the configured services as a child subreaper.
+  init [--config FILE] [--run-dir DIR] [--debug]
+
+As the kernel's modprobe helper (/sbin/modprobe links to it): modprobe [-q] [--] MODULE
+`
+
+func printUsage() { fmt.Fprint(os.Stderr, usage) }

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/services"
+	"github.com/baton-init/baton/system"
+	"github.com/baton-init/baton/system/kmod"
+)
+
+// modprobePath is where the image links the init binary as the kernel's module helper.
+const modprobePath = "/sbin/modprobe"
+
+// machine is what the boot learns and the shutdown needs.
+type machine struct {
+	log        *slog.Logger
+	level      *slog.LevelVar
+	reaper     *system.Reaper
+	cmdline    system.Cmdline
+	configPath string
+	cfg        *config.Config // nil when the config could not be loaded
+	modules    *kmod.Loader
+	sv         *services.Supervisor
+	initAt     time.Duration // kernel uptime when /init started
+}
+
+// pid1Main boots the appliance, then waits for a power signal. It never returns: if PID 1
+// exits, the kernel panics.
+func pid1Main() {
+	m := &machine{initAt: system.Uptime(), level: new(slog.LevelVar)}
+	m.log = slog.New(system.NewConsoleHandler(os.Stderr, nil, m.level))
+	defer m.stayAlive()
+
+	// Signals first: the kernel may send SIGINT (ctrl-alt-del) at any time after CAD_OFF, and a
+	// power request during boot must not be lost.
+	power := make(chan os.Signal, 4)
+	signal.Notify(power, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGUSR2)
+	m.reaper = system.NewReaper(m.log)
+	m.log.Info("baton starting as PID 1", "kernel_to_init", m.initAt.Round(time.Millisecond), system.KmsgKey, true)
+
+	steps := runSteps(m.log, m.bootSteps())
+	failed := 0
+	for _, s := range steps {
+		if s.Err != nil {
+			failed++
+		}
+	}
+	total := system.Uptime()
+	m.log.Info("all services started", "kernel_to_init", m.initAt.Round(time.Millisecond),
+		"init_to_services", (total - m.initAt).Round(time.Millisecond),
+		"kernel_to_services", total.Round(time.Millisecond), "failed_steps", failed, system.KmsgKey, true)
+
+	for sig := range power {
+		action := actionFor(sig.(unix.Signal))
+		m.log.Info("power request", "signal", unix.SignalName(sig.(unix.Signal)), "action", action.String())
+		m.shutdown(action)
+		// Only reached when reboot(2) failed: keep running and reaping, and listen again.
+	}
+}
+
+// stayAlive is PID 1's last line: whatever went wrong is printed, and the process keeps
+// reaping instead of exiting and panicking the kernel.
+func (m *machine) stayAlive() {
+	if p := recover(); p != nil {
+		m.log.Error("PID 1 recovered from a fatal error; staying up", "panic", fmt.Sprint(p))
+	}
+	select {}
+}
+
+func actionFor(sig unix.Signal) system.PowerAction {
+	switch sig {
+	case unix.SIGUSR1:
+		return system.Halt
+	case unix.SIGUSR2:
+		return system.Poweroff
+	default: // SIGTERM and SIGINT (ctrl-alt-del), as sysvinit and busybox do
+		return system.Reboot
+	}
+}
+
+func (m *machine) bootSteps() []step {
+	return []step{
+		{"mount base file systems", m.mountBase},
+		{"read kernel command line", m.readCmdline},
+		{"ctrl-alt-del to SIGINT", system.CtrlAltDelToSignal},
+		{"load config", m.loadConfig},
+		{"set hostname", m.setHostname},
+		{"load kernel modules", m.loadModules},
+		{"configure network", m.configureNetwork},
+		{"start services", m.startServices},
+	}
+}
+
+func (m *machine) mountBase() error {
+	failed := system.MountAll(m.log, system.BaseMounts)
+	// /dev/kmsg exists now: from here on the kernel log (dmesg) gets our lines too.
+	if k := system.OpenKmsg(); k != nil {
+		m.log = slog.New(system.NewConsoleHandler(os.Stderr, k, m.level))
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d base mounts failed (see above)", failed)
+	}
+	return nil
+}
+
+func (m *machine) readCmdline() error {
+	c, err := system.ReadCmdline()
+	if err != nil {
+		return fmt.Errorf("read /proc/cmdline: %w", err)
+	}
+	m.cmdline = c
+	if _, ok := c.Get("baton.debug"); ok {
+		m.level.Set(slog.LevelDebug)
+	}
+	m.configPath = config.DefaultPath
+	if p, ok := c.Get("baton.config"); ok && p != "" {
+		m.configPath = p
+	}
+	return nil
+}
+
+func (m *machine) loadConfig() error {
+	cfg, err := config.Load(m.configPath)
+	if err != nil {
+		// Each problem on its own console line; the boot goes on without services so the
+		// machine stays reachable for whoever fixes it.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			m.log.Error("config error", "problem", line)
+		}
+		return fmt.Errorf("config %s not loaded; booting without its services", m.configPath)
+	}
+	m.cfg = cfg
+	m.log.Info("config loaded", "path", m.configPath, "services", len(cfg.Service))
+	return nil
+}
+
+func (m *machine) setHostname() error {
+	name := "baton"
+	if m.cfg != nil && m.cfg.Hostname != "" {
+		name = m.cfg.Hostname
+	}
+	if v, ok := m.cmdline.Get("baton.hostname"); ok && v != "" {
+		name = v
+	}
+	return system.SetHostname(name)
+}
+
+func (m *machine) loadModules() error {
+	// Answer the kernel's on-demand requests (fs-*, crypto-*, net-pf-*) with this binary.
+	if err := os.WriteFile("/proc/sys/kernel/modprobe", []byte(modprobePath), 0); err != nil {
+		m.log.Warn("cannot set the kernel's modprobe helper", "err", err)
+	}
+	loader, err := kmod.NewLoader("/", m.log)
+	if err != nil {
+		return err
+	}
+	m.modules = loader
+	var want []string
+	if m.cfg != nil {
+		want = append(want, m.cfg.Boot.Modules...)
+	}
+	if v, ok := m.cmdline.Get("baton.modules"); ok && v != "" {
+		want = append(want, strings.Split(v, ",")...)
+	}
+	listed, errListed := loader.Load(want...)
+	plugged, errPlug := loader.Coldplug()
+	m.log.Info("modules loaded", "listed", strings.Join(listed, ","), "for_devices", strings.Join(plugged, ","))
+	return errors.Join(errListed, errPlug)
+}
+
+func (m *machine) configureNetwork() error {
+	errs := []error{}
+	if err := system.LoopbackUp(); err != nil {
+		errs = append(errs, err)
+	}
+	if m.cfg != nil {
+		for _, n := range m.cfg.Network {
+			if err := system.ConfigureInterface(m.log, n, 5*time.Second); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *machine) startServices() error {
+	cfg := m.cfg
+	if cfg == nil {
+		cfg = &config.Config{}
+	}
+	m.sv = services.New(cfg, m.log, m.reaper, os.Stdout, os.Stderr)
+	var errs []error
+	for _, r := range m.sv.StartAll() {
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("service %s: %w", r.Name, r.Err))
+		} else {
+			m.log.Info("service started", "service", r.Name, "took", r.Took)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/baton-init/baton/system"
+)
+
+// step is one named part of the boot or shutdown sequence.
+type step struct {
+	name string
+	run  func() error
+}
+
+// timing is how long a step took; the boot keeps them for the console and for later analysis.
+type timing struct {
+	Name string
+	At   time.Duration // kernel uptime when it began
+	Took time.Duration
+	Err  error
+}
+
+// runSteps runs the steps in order, logging each with its duration. A failed step is logged
+// with its cause and the sequence goes on: each step must leave the machine usable when it
+// fails, and the log must say what is missing. A panic in a step is contained the same way.
+func runSteps(log *slog.Logger, steps []step) []timing {
+	out := make([]timing, 0, len(steps))
+	for _, s := range steps {
+		t := timing{Name: s.name, At: system.Uptime()}
+		start := time.Now()
+		t.Err = runContained(log, s)
+		t.Took = time.Since(start)
+		if t.Err != nil {
+			log.Error("step failed", "step", s.name, "took", t.Took, "err", t.Err)
+		} else {
+			log.Info("step done", "step", s.name, "took", t.Took)
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+func runContained(log *slog.Logger, s step) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &panicError{step: s.name, value: p}
+		}
+	}()
+	return s.run()
+}
+
+type panicError struct {
+	step  string
+	value any
+}
+
+func (e *panicError) Error() string {
+	return "panic in step " + e.step + ": " + slog.AnyValue(e.value).String()
+}

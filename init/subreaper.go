@@ -1,0 +1,68 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/services"
+	"github.com/baton-init/baton/system"
+)
+
+// subreaperMain supervises the configured services without touching the machine: no mounts,
+// modules, network or power. Orphans of the services are re-parented to it and reaped.
+func subreaperMain(args []string) int {
+	fs := flag.NewFlagSet("init", flag.ContinueOnError)
+	fs.Usage = printUsage
+	cfgPath := fs.String("config", config.DefaultPath, "config file")
+	runDir := fs.String("run-dir", "/run/baton", "directory for runtime state")
+	debug := fs.Bool("debug", false, "log debug messages")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	level := new(slog.LevelVar)
+	if *debug {
+		level.Set(slog.LevelDebug)
+	}
+	log := slog.New(system.NewConsoleHandler(os.Stderr, nil, level))
+
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(os.Stderr, "baton: config error:", line)
+		}
+		return 1
+	}
+	if err := os.MkdirAll(*runDir, 0o755); err != nil {
+		fmt.Fprintf(os.Stderr, "baton: create run dir: %v\n", err)
+		return 1
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "baton: prctl(PR_SET_CHILD_SUBREAPER): %v\n", err)
+		return 1
+	}
+	stop := make(chan os.Signal, 2)
+	signal.Notify(stop, unix.SIGTERM, unix.SIGINT)
+	reaper := system.NewReaper(log)
+	sv := services.New(cfg, log, reaper, os.Stdout, os.Stderr)
+	failed := 0
+	for _, r := range sv.StartAll() {
+		if r.Err != nil {
+			failed++
+			log.Error("service failed to start", "service", r.Name, "err", r.Err)
+		}
+	}
+	log.Info("all services started", "services", len(cfg.Service), "failed", failed, "run_dir", *runDir)
+	sig := <-stop
+	log.Info("stopping", "signal", sig.String())
+	if killed := sv.StopAll(); len(killed) > 0 {
+		log.Warn("services killed after their stop timeout", "services", strings.Join(killed, ","))
+	}
+	return 0
+}

@@ -1,0 +1,175 @@
+package qemutests
+
+import (
+	"encoding/json"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	webPort  = 80
+	testPort = 81
+	// Generous for TCG on a loaded 2-core machine; a healthy boot takes ~3 s to services.
+	bootTimeout = 120 * time.Second
+)
+
+// TestQEMUBootDemo boots the test appliance once and checks what only a real PID 1 shows:
+// mounts, modules (listed, matched to devices, and loaded on the kernel's request), network,
+// hostname, services, the reaping of orphans, and a clean poweroff through a signal.
+func TestQEMUBootDemo(t *testing.T) {
+	t.Parallel()
+	vmlinuz, modules := kernel(t, "amd64")
+	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: testImage(t, modules), Forward: []int{webPort, testPort}})
+
+	started := vm.WaitFor(`baton: all services started`, bootTimeout)
+	t.Logf("boot: %s", started)
+	for _, want := range []string{"kernel_to_init=", "init_to_services=", "failed_steps=0"} {
+		if !strings.Contains(started, want) {
+			t.Errorf("boot summary %q lacks %q", started, want)
+		}
+	}
+	console := strings.Join(vm.Console(), "\n")
+	for _, step := range []string{"mount base file systems", "load config", "set hostname",
+		"load kernel modules", "configure network", "start services"} {
+		if !regexp.MustCompile(`step done step="` + step + `" took=\S+`).MatchString(console) {
+			t.Errorf("console has no timed line for boot step %q", step)
+		}
+	}
+
+	t.Run("web answers through the port forward", func(t *testing.T) {
+		body := vm.Get(t, webPort, "/")
+		if !regexp.MustCompile(`^hello from baton demo web test pid \d+ on baton-test\n$`).MatchString(body) {
+			t.Errorf("GET / = %q", body)
+		}
+	})
+
+	t.Run("machine state", func(t *testing.T) {
+		var info struct {
+			Hostname, Release, Modprobe string
+			Modules, Mounts             []string
+		}
+		mustJSON(t, vm.Get(t, testPort, "/info"), &info)
+		if info.Hostname != "baton-test" {
+			t.Errorf("hostname = %q", info.Hostname)
+		}
+		if info.Modprobe != "/sbin/modprobe" {
+			t.Errorf("/proc/sys/kernel/modprobe = %q", info.Modprobe)
+		}
+		// virtio_net is listed in the config; virtio_pci is not, and must come from
+		// matching the PCI device's modalias.
+		for _, m := range []string{"virtio_net", "virtio_pci", "net_failover"} {
+			if !contains(info.Modules, m) {
+				t.Errorf("module %s not loaded; loaded: %v", m, info.Modules)
+			}
+		}
+		for _, m := range []string{"/proc proc", "/sys sysfs", "/dev devtmpfs", "/dev/pts devpts",
+			"/dev/shm tmpfs", "/run tmpfs", "/tmp tmpfs", "/sys/fs/cgroup cgroup2"} {
+			if !contains(info.Mounts, m) {
+				t.Errorf("mount %q missing; mounts: %v", m, info.Mounts)
+			}
+		}
+	})
+
+	t.Run("kernel module requests are answered", func(t *testing.T) {
+		// Mounting squashfs makes the kernel run /sbin/modprobe fs-squashfs; the image carries
+		// the module without loading it at boot.
+		var r struct {
+			Before, After bool
+			MountErr      string
+		}
+		mustJSON(t, vm.Get(t, testPort, "/filesystem?type=squashfs"), &r)
+		if r.Before {
+			t.Fatalf("squashfs was already registered before the request; the test proves nothing")
+		}
+		if !r.After {
+			t.Errorf("squashfs not registered after mount asked for it (mount: %s)", r.MountErr)
+		}
+	})
+
+	t.Run("orphans are reaped", func(t *testing.T) {
+		var o struct {
+			Pid, Ppid int
+			State     string
+		}
+		mustJSON(t, vm.Get(t, testPort, "/orphan"), &o)
+		if o.Ppid != 1 {
+			t.Fatalf("grandchild %d has parent %d, want 1 (re-parented to PID 1)", o.Pid, o.Ppid)
+		}
+		// The grandchild lives 700ms; once it exits, only PID 1 can reap it.
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			var p struct{ State string }
+			mustJSON(t, vm.Get(t, testPort, "/proc/"+strconv.Itoa(o.Pid)), &p)
+			if p.State == "gone" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("orphan %d still in state %s after 15s", o.Pid, p.State)
+			}
+			time.Sleep(100 * time.Millisecond) // polling the guest: there is no event to wait on
+		}
+		var z struct{ Zombies []string }
+		mustJSON(t, vm.Get(t, testPort, "/zombies"), &z)
+		if len(z.Zombies) > 0 {
+			t.Errorf("zombies remain: %v", z.Zombies)
+		}
+	})
+
+	// Last: SIGUSR2 to PID 1 from inside powers the machine off.
+	vm.Post(t, testPort, "/signal-init?sig=USR2")
+	vm.WaitFor(`power request signal=SIGUSR2 action=poweroff`, 30*time.Second)
+	vm.WaitFor(`step done step="stop services"`, 30*time.Second)
+	vm.WaitFor(`shutdown complete action=poweroff`, 30*time.Second)
+	if code := vm.WaitExit(30 * time.Second); code != 0 {
+		t.Errorf("QEMU exited %d after poweroff, want 0", code)
+	}
+	console = strings.Join(vm.Console(), "\n")
+	if !strings.Contains(console, "service=web") || !strings.Contains(console, "stopped service=web") {
+		t.Errorf("console does not show web stopping")
+	}
+}
+
+// TestQEMUBrokenConfig boots with a config that has an error: the console must name the file,
+// the line and the problem, and PID 1 must stay up and still act on ctrl-alt-del.
+func TestQEMUBrokenConfig(t *testing.T) {
+	t.Parallel()
+	vmlinuz, modules := kernel(t, "amd64")
+	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: testImage(t, modules),
+		Append: "baton.config=/etc/baton/broken.toml"})
+	line := vm.WaitFor(`config error`, bootTimeout)
+	for _, want := range []string{"/etc/baton/broken.toml:6:", "service[0].restart", `\"sometimes\" is not a restart policy`} {
+		if !strings.Contains(line, want) {
+			t.Errorf("config error line %q lacks %q", line, want)
+		}
+	}
+	vm.WaitFor(`baton: all services started.*failed_steps=1`, bootTimeout)
+	// PID 1 is alive if it turns ctrl-alt-del (SIGINT, after CAD_OFF) into an orderly reboot.
+	vm.Monitor("sendkey ctrl-alt-delete")
+	vm.WaitFor(`power request signal=SIGINT action=reboot`, 30*time.Second)
+	vm.WaitFor(`shutdown complete action=reboot`, 30*time.Second)
+	if code := vm.WaitExit(30 * time.Second); code != 0 {
+		t.Errorf("QEMU exited %d after reboot with -no-reboot, want 0", code)
+	}
+	if c := strings.Join(vm.Console(), "\n"); panicLine.MatchString(c) {
+		t.Errorf("kernel panicked")
+	}
+}
+
+func mustJSON(t *testing.T, body string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		t.Fatalf("decode %q: %v", body, err)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,133 @@
+// Package kmod finds, orders and loads kernel modules the way modprobe and udev do, from an
+// index the image builder writes, so an appliance needs neither kmod nor udev.
+package kmod
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// IndexFile is the index's name inside /lib/modules/<release>/.
+const IndexFile = "baton-modules.json"
+
+// Index describes the modules an image carries for one kernel release.
+type Index struct {
+	Release string            `json:"release"`
+	Modules map[string]Module `json:"modules"`
+	// Builtin lists modules compiled into the kernel: asking for one is not an error.
+	Builtin []string `json:"builtin,omitempty"`
+}
+
+// Module is one .ko file and what the kernel needs to know before loading it.
+type Module struct {
+	Path    string   `json:"path"` // relative to /lib/modules/<release>/
+	Depends []string `json:"depends,omitempty"`
+	Aliases []string `json:"aliases,omitempty"`
+}
+
+// Name normalises a module name: the kernel treats '-' and '_' alike.
+func Name(s string) string { return strings.ReplaceAll(s, "-", "_") }
+
+// Dir is where the modules for release live below root.
+func Dir(root, release string) string { return filepath.Join(root, "lib/modules", release) }
+
+// ReadIndex loads the index for release below root.
+func ReadIndex(root, release string) (*Index, error) {
+	p := filepath.Join(Dir(root, release), IndexFile)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("module index: %w (does the image carry modules for kernel %s?)", err, release)
+	}
+	var ix Index
+	if err := json.Unmarshal(b, &ix); err != nil {
+		return nil, fmt.Errorf("module index %s: %w", p, err)
+	}
+	return &ix, nil
+}
+
+// IsBuiltin reports whether name is compiled into the kernel.
+func (ix *Index) IsBuiltin(name string) bool {
+	name = Name(name)
+	for _, b := range ix.Builtin {
+		if b == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Order returns names and everything they depend on, each module after its dependencies,
+// in a stable order. A module that is neither in the index nor built in is an error naming it
+// and who asked for it.
+func (ix *Index) Order(names ...string) ([]string, error) {
+	var out []string
+	state := map[string]int{} // 1 visiting, 2 done
+	var visit func(name, from string) error
+	visit = func(name, from string) error {
+		name = Name(name)
+		switch state[name] {
+		case 1:
+			return fmt.Errorf("module %s: dependency loop", name)
+		case 2:
+			return nil
+		}
+		m, ok := ix.Modules[name]
+		if !ok {
+			if ix.IsBuiltin(name) {
+				state[name] = 2
+				return nil
+			}
+			if from != "" {
+				return fmt.Errorf("module %s (needed by %s) is not in the module set", name, from)
+			}
+			return fmt.Errorf("module %s is not in the module set", name)
+		}
+		state[name] = 1
+		for _, d := range m.Depends {
+			if err := visit(d, name); err != nil {
+				return err
+			}
+		}
+		state[name] = 2
+		out = append(out, name)
+		return nil
+	}
+	for _, n := range names {
+		if err := visit(n, ""); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Match returns the modules whose alias patterns match a device's modalias (or a name the
+// kernel asks for, such as "crypto-crc32c"), sorted by name.
+func (ix *Index) Match(modalias string) []string {
+	var out []string
+	for name, m := range ix.Modules {
+		for _, a := range m.Aliases {
+			if ok, _ := path.Match(a, modalias); ok {
+				out = append(out, name)
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Resolve turns what modprobe is asked for — a module name or an alias — into module names.
+func (ix *Index) Resolve(what string) []string {
+	if _, ok := ix.Modules[Name(what)]; ok {
+		return []string{Name(what)}
+	}
+	if ix.IsBuiltin(what) {
+		return nil
+	}
+	return ix.Match(what)
+}

@@ -1,0 +1,132 @@
+package system
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ConsoleHandler is a slog.Handler for a serial console and /dev/kmsg: one short line per
+// record, stamped with seconds since boot like the kernel's own lines, so a boot log reads
+// top to bottom with the kernel's.
+type ConsoleHandler struct {
+	mu    *sync.Mutex
+	out   io.Writer
+	kmsg  io.Writer // may be nil
+	level slog.Leveler
+	attrs string
+}
+
+// NewConsoleHandler writes to out and, when kmsg is not nil, to the kernel log as well.
+func NewConsoleHandler(out, kmsg io.Writer, level slog.Leveler) *ConsoleHandler {
+	return &ConsoleHandler{mu: &sync.Mutex{}, out: out, kmsg: kmsg, level: level}
+}
+
+// OpenKmsg opens /dev/kmsg for writing, or returns nil when it cannot (not PID 1, no devtmpfs).
+func OpenKmsg() io.Writer {
+	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
+	if err != nil {
+		return nil
+	}
+	return f
+}
+
+func (h *ConsoleHandler) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= h.level.Level()
+}
+
+func (h *ConsoleHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	b.WriteString(h.attrs)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != KmsgKey {
+			appendAttr(&b, a)
+		}
+		return true
+	})
+	line := b.String()
+	level := ""
+	if r.Level != slog.LevelInfo {
+		level = r.Level.String() + " "
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fmt.Fprintf(h.out, "[%10.6f] baton: %s%s\n", Uptime().Seconds(), level, line)
+	if h.kmsg != nil && (r.Level >= slog.LevelWarn || h.toKmsg(r)) {
+		// Only warnings, errors and milestones go to the kernel log: the kernel rate-limits
+		// writers of /dev/kmsg (10 lines per 5 s) and echoes them to the console as well.
+		// A failed write must not stop console logging.
+		_, _ = fmt.Fprintf(h.kmsg, "<%d>baton: %s%s\n", kmsgPriority(r.Level), level, line)
+	}
+	return nil
+}
+
+// KmsgKey marks a record for the kernel log whatever its level: log.Info("…", KmsgKey, true).
+const KmsgKey = "kmsg"
+
+func (h *ConsoleHandler) toKmsg(r slog.Record) bool {
+	found := false
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == KmsgKey {
+			found = true
+			return false
+		}
+		return true
+	})
+	return found
+}
+
+func (h *ConsoleHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	var b strings.Builder
+	b.WriteString(h.attrs)
+	for _, a := range as {
+		appendAttr(&b, a)
+	}
+	h2 := *h
+	h2.attrs = b.String()
+	return &h2
+}
+
+func (h *ConsoleHandler) WithGroup(string) slog.Handler { return h }
+
+func appendAttr(b *strings.Builder, a slog.Attr) {
+	v := a.Value.Resolve()
+	s := v.String()
+	if v.Kind() == slog.KindDuration {
+		s = v.Duration().Round(10 * time.Microsecond).String()
+	}
+	if s == "" || strings.ContainsAny(s, " \t\"=") {
+		s = fmt.Sprintf("%q", s)
+	}
+	fmt.Fprintf(b, " %s=%s", a.Key, s)
+}
+
+func kmsgPriority(l slog.Level) int {
+	switch {
+	case l >= slog.LevelError:
+		return 3
+	case l >= slog.LevelWarn:
+		return 4
+	case l >= slog.LevelInfo:
+		return 6
+	default:
+		return 7
+	}
+}
+
+// Uptime is the time since the kernel started (CLOCK_BOOTTIME), the clock dmesg uses.
+func Uptime() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}

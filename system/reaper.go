@@ -1,0 +1,118 @@
+package system
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Exit is how a reaped process ended.
+type Exit struct {
+	Pid    int
+	Status unix.WaitStatus
+}
+
+// Success reports an exit with status 0.
+func (e Exit) Success() bool { return e.Status.Exited() && e.Status.ExitStatus() == 0 }
+
+func (e Exit) String() string {
+	switch {
+	case e.Status.Exited():
+		return fmt.Sprintf("exited with status %d", e.Status.ExitStatus())
+	case e.Status.Signaled():
+		return fmt.Sprintf("killed by signal %s", unix.SignalName(e.Status.Signal()))
+	default:
+		return fmt.Sprintf("ended with wait status %#x", uint32(e.Status))
+	}
+}
+
+// Reaper is the one place that waits for children. One goroutine turns SIGCHLD into
+// wait4(-1, WNOHANG) calls, so orphans re-parented to us are reaped too, and hands each exit
+// to whoever started that pid. Nothing else may wait: exec.Cmd.Wait would race with it.
+type Reaper struct {
+	log *slog.Logger
+
+	mu      sync.Mutex
+	waiters map[int]chan Exit
+	orphans int // exits of processes nobody was waiting for (re-parented grandchildren)
+}
+
+// NewReaper starts reaping. Call it before starting any child.
+func NewReaper(log *slog.Logger) *Reaper {
+	r := &Reaper{log: log, waiters: map[int]chan Exit{}}
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, unix.SIGCHLD)
+	go func() {
+		defer Recover(log, "reaper")
+		for range sigs {
+			r.reapAll()
+		}
+	}()
+	// A child that ended before Notify took effect sent its SIGCHLD to nobody.
+	r.reapAll()
+	return r
+}
+
+// Start starts cmd and returns a channel that receives its exit. The pid is registered under
+// the same lock the reaper takes to look it up, so even a child that exits at once is
+// delivered. cmd must not use pipes that need cmd.Wait (give it *os.File values).
+func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ch := make(chan Exit, 1)
+	r.waiters[cmd.Process.Pid] = ch
+	return ch, nil
+}
+
+// Orphans is how many exits of processes nobody started through Start were reaped.
+func (r *Reaper) Orphans() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.orphans
+}
+
+func (r *Reaper) reapAll() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || pid <= 0 {
+			return // ECHILD: no children; 0: none has ended
+		}
+		r.deliver(Exit{Pid: pid, Status: ws})
+	}
+}
+
+func (r *Reaper) deliver(e Exit) {
+	r.mu.Lock()
+	ch, ok := r.waiters[e.Pid]
+	delete(r.waiters, e.Pid)
+	if !ok {
+		r.orphans++
+	}
+	r.mu.Unlock()
+	if ok {
+		ch <- e
+		return
+	}
+	r.log.Debug("reaped orphan", "pid", e.Pid, "how", e.String())
+}
+
+// Recover turns a panic in a goroutine into a log line: a panic must never take PID 1, and
+// with it the kernel, down.
+func Recover(log *slog.Logger, what string) {
+	if p := recover(); p != nil {
+		log.Error("recovered from panic", "in", what, "panic", fmt.Sprint(p))
+	}
+}
