@@ -85,6 +85,10 @@ func newService(spec config.Service, log *slog.Logger, r *system.Reaper, stdout,
 func (s *Service) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.statusLocked()
+}
+
+func (s *Service) statusLocked() Status {
 	st := Status{Name: s.Spec.Name, State: s.state, Pid: s.pid, Since: s.started, Restarts: s.restarts}
 	if s.lastExit != nil {
 		st.LastExit = s.lastExit.String()
@@ -155,6 +159,7 @@ func (s *Service) run() {
 		backoff = min(backoff*2, BackoffMax)
 		s.mu.Lock()
 		s.restarts++
+		s.cond.Broadcast()
 		s.mu.Unlock()
 	}
 }
@@ -292,3 +297,26 @@ func (s *Service) terminate(pid int) bool {
 	<-s.done
 	return true
 }
+
+// WaitUntil blocks until ok(status) holds or timeout passes, and reports whether it held.
+func (s *Service) WaitUntil(ok func(Status) bool, timeout time.Duration) bool {
+	t := time.AfterFunc(timeout, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer t.Stop()
+	deadline := time.Now().Add(timeout)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for !ok(s.statusLocked()) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		s.cond.Wait()
+	}
+	return true
+}
+
+// Done is closed when the service's run loop has ended for good (it will not restart).
+func (s *Service) Done() <-chan struct{} { return s.done }

@@ -1,0 +1,56 @@
+package system
+
+import (
+	"os"
+	"reflect"
+	"testing"
+)
+
+func TestParseCmdline(t *testing.T) {
+	c := ParseCmdline(`BOOT_IMAGE=/vmlinuz console=ttyS0 quiet baton.config=/etc/x.toml  note="two words" baton.config=/etc/y.toml` + "\n")
+	if got, want := c.Params(), []string{"BOOT_IMAGE=/vmlinuz", "console=ttyS0", "quiet", "baton.config=/etc/x.toml", "note=two words", "baton.config=/etc/y.toml"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("Params = %q, want %q", got, want)
+	}
+	for _, tc := range []struct {
+		key, val string
+		ok       bool
+	}{
+		{"baton.config", "/etc/y.toml", true}, // the last one wins, as in the kernel
+		{"quiet", "", true},
+		{"note", "two words", true},
+		{"absent", "", false},
+	} {
+		if v, ok := c.Get(tc.key); v != tc.val || ok != tc.ok {
+			t.Errorf("Get(%q) = %q, %v; want %q, %v", tc.key, v, ok, tc.val, tc.ok)
+		}
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	st, err := parseProcStat(42, "42 (we (ird) name) Z 1 42 42 0 -1 4194560 0 0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Comm != "we (ird) name" || st.State != 'Z' || st.PPid != 1 || st.Kernel {
+		t.Errorf("parsed %+v", st)
+	}
+	st, _ = parseProcStat(2, "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0")
+	if !st.Kernel {
+		t.Errorf("kthreadd not seen as a kernel thread: %+v", st)
+	}
+	if _, err := parseProcStat(3, "garbage"); err == nil {
+		t.Error("malformed stat accepted")
+	}
+	self, err := ReadProcStat(os.Getpid())
+	if err != nil || self.PPid != os.Getppid() {
+		t.Errorf("ReadProcStat(self) = %+v, %v", self, err)
+	}
+}
+
+func TestUnescapeMount(t *testing.T) {
+	for in, want := range map[string]string{`/mnt/a\040b`: "/mnt/a b", `/plain`: "/plain", `/tab\011x`: "/tab\tx", `/end\04`: `/end\04`} {
+		if got := unescapeMount(in); got != want {
+			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
