@@ -29,6 +29,7 @@ if [ -z "$pkg" ]; then
 fi
 
 tmp=$(mktemp -d)
+chmod 755 "$tmp"   # apt-get download drops to the _apt user
 trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && apt-get download -q "$pkg" >&2)
 mkdir -p "$dest.partial"

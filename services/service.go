@@ -57,9 +57,9 @@ type Service struct {
 	lastExit *system.Exit
 	lastErr  error
 	stopReq  bool
-	attempts int  // start attempts with an outcome; waitStarted waits for the first
-	firstErr error // the first attempt's error, if it failed
-	looping  bool  // run has been called
+	attempts int           // start attempts with an outcome; waitStarted waits for the first
+	firstErr error         // the first attempt's error, if it failed
+	looping  bool          // run has been called
 	done     chan struct{} // closed when the run loop has ended
 }
 
