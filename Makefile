@@ -45,7 +45,7 @@ image: kernel $(BINS)
 # --- run the demo -----------------------------------------------------------------------
 run: qemu image
 	@echo "baton demo: http://127.0.0.1:$(HTTP_PORT)/ (guest port 80)."
-	@echo "Quit: ctrl-a x (QEMU), or ctrl-a c then 'system_powerdown' / 'sendkey ctrl-alt-delete'."
+	@echo "Quit: ctrl-a x (QEMU), or ctrl-a c then 'sendkey ctrl-alt-delete' for an orderly reboot (ends QEMU)."
 	qemu-system-x86_64 -accel $(QEMU_ACCEL) -m 512 -nodefaults -no-reboot -nographic \
 	  -serial mon:stdio -kernel $$(ls $(KERNEL_DIR)/boot/vmlinuz-* | head -n1) \
 	  -initrd $(OUT)/initramfs.img -append "console=ttyS0 panic=-1 quiet" \

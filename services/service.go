@@ -237,19 +237,28 @@ func (s *Service) command() *exec.Cmd {
 
 // sleepUnlessStopped waits d, or less if a stop is requested; it reports whether to go on.
 func (s *Service) sleepUnlessStopped(d time.Duration) bool {
-	t := time.AfterFunc(d, func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.waitLocked(time.Now().Add(d), func() bool { return s.stopReq })
+	return !s.stopReq
+}
+
+// waitLocked waits on the condition variable until done holds or deadline passes, and reports
+// whether done held. s.mu must be held.
+func (s *Service) waitLocked(deadline time.Time, done func() bool) bool {
+	t := time.AfterFunc(time.Until(deadline), func() {
 		s.mu.Lock()
 		s.cond.Broadcast()
 		s.mu.Unlock()
 	})
 	defer t.Stop()
-	deadline := time.Now().Add(d)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for !s.stopReq && time.Now().Before(deadline) {
+	for !done() {
+		if !time.Now().Before(deadline) {
+			return false
+		}
 		s.cond.Wait()
 	}
-	return !s.stopReq
+	return true
 }
 
 // Stop asks the service to end: SIGTERM to its process group, SIGKILL after its stop timeout.
@@ -300,22 +309,9 @@ func (s *Service) terminate(pid int) bool {
 
 // WaitUntil blocks until ok(status) holds or timeout passes, and reports whether it held.
 func (s *Service) WaitUntil(ok func(Status) bool, timeout time.Duration) bool {
-	t := time.AfterFunc(timeout, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
-	defer t.Stop()
-	deadline := time.Now().Add(timeout)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for !ok(s.statusLocked()) {
-		if time.Now().After(deadline) {
-			return false
-		}
-		s.cond.Wait()
-	}
-	return true
+	return s.waitLocked(time.Now().Add(timeout), func() bool { return ok(s.statusLocked()) })
 }
 
 // Done is closed when the service's run loop has ended for good (it will not restart).
