@@ -23,8 +23,19 @@ type Config struct {
 	Hostname string    `toml:"hostname"`
 	Boot     Boot      `toml:"boot"`
 	Network  []Network `toml:"network"`
+	Control  Control   `toml:"control"`
 	Service  []Service `toml:"service"`
 }
+
+// Control configures the control API. The local socket always exists; the remote listener
+// (same routes, mutual TLS) only when Remote is set.
+type Control struct {
+	Remote string `toml:"remote"`  // host:port, e.g. "0.0.0.0:7000"
+	TLSDir string `toml:"tls_dir"` // ca.pem, server.pem, server-key.pem
+}
+
+// DefaultTLSDir is where the image builder puts the remote API's certificates.
+const DefaultTLSDir = "/etc/baton/tls"
 
 // Boot holds what PID 1 does before services start.
 type Boot struct {
@@ -56,15 +67,35 @@ const (
 
 // Service is one supervised program.
 type Service struct {
-	Name        string   `toml:"name"`
-	Exec        []string `toml:"exec"`
-	Env         []string `toml:"env"`
-	Dir         string   `toml:"dir"`
-	Restart     string   `toml:"restart"`
-	Ready       string   `toml:"ready"`
-	After       []string `toml:"after"`
+	Name  string   `toml:"name"`
+	Exec  []string `toml:"exec"`
+	Env   []string `toml:"env"`
+	Dir   string   `toml:"dir"`
+	User  string   `toml:"user"`  // name or numeric uid; empty: root
+	Group string   `toml:"group"` // name or numeric gid; empty: the user's primary group
+
+	Restart         string   `toml:"restart"`
+	RestartDelay    Duration `toml:"restart_delay"`     // first backoff delay
+	RestartDelayMax Duration `toml:"restart_delay_max"` // backoff cap
+	// More than RestartLimit failures within RestartWindow mark the service failed.
+	RestartLimit  int      `toml:"restart_limit"`
+	RestartWindow Duration `toml:"restart_window"`
+
+	Ready        string   `toml:"ready"`
+	StartTimeout Duration `toml:"start_timeout"` // for ready = "notify"
+
+	After    []string `toml:"after"`    // start after these (if they are configured)
+	Requires []string `toml:"requires"` // start after these, and only if they are up
+
+	StopSignal  string   `toml:"stop_signal"`
 	StopTimeout Duration `toml:"stop_timeout"`
+
+	MemoryMax string `toml:"memory_max"` // cgroup memory.max, e.g. "64M" or "max"
+	PidsMax   int    `toml:"pids_max"`   // cgroup pids.max
 }
+
+// Deps is everything s is ordered after: After and Requires.
+func (s Service) Deps() []string { return append(append([]string(nil), s.After...), s.Requires...) }
 
 // Duration is a time.Duration written as a Go duration string ("10s", "1m30s").
 type Duration struct{ time.Duration }
@@ -85,8 +116,17 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // MarshalText implements encoding.TextMarshaler.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
-// Default stop timeout, as systemd's DefaultTimeoutStopSec is too long for an appliance.
-const DefaultStopTimeout = 10 * time.Second
+// Defaults. The stop timeout is shorter than systemd's 90 s: an appliance reboots often and
+// unattended. The restart limit is systemd's (5 starts in 10 s).
+const (
+	DefaultStopTimeout     = 10 * time.Second
+	DefaultStartTimeout    = 30 * time.Second
+	DefaultRestartDelay    = 100 * time.Millisecond
+	DefaultRestartDelayMax = 5 * time.Second
+	DefaultRestartLimit    = 5
+	DefaultRestartWindow   = 10 * time.Second
+	DefaultStopSignal      = "SIGTERM"
+)
 
 // Error is a problem in a config file, located as precisely as the file allows.
 type Error struct {
@@ -164,16 +204,37 @@ func decodeError(name string, data []byte, err error) error {
 }
 
 func (c *Config) applyDefaults() {
+	if c.Control.Remote != "" && c.Control.TLSDir == "" {
+		c.Control.TLSDir = DefaultTLSDir
+	}
 	for i := range c.Service {
 		s := &c.Service[i]
-		if s.Restart == "" {
-			s.Restart = RestartOnFailure
-		}
-		if s.Ready == "" {
-			s.Ready = ReadyStarted
-		}
-		if s.StopTimeout.Duration == 0 {
-			s.StopTimeout.Duration = DefaultStopTimeout
+		s.ApplyDefaults()
+	}
+}
+
+// ApplyDefaults fills in every unset field with its default.
+func (s *Service) ApplyDefaults() {
+	setDefault := func(d *Duration, v time.Duration) {
+		if d.Duration == 0 {
+			d.Duration = v
 		}
 	}
+	if s.Restart == "" {
+		s.Restart = RestartOnFailure
+	}
+	if s.Ready == "" {
+		s.Ready = ReadyStarted
+	}
+	if s.StopSignal == "" {
+		s.StopSignal = DefaultStopSignal
+	}
+	if s.RestartLimit == 0 {
+		s.RestartLimit = DefaultRestartLimit
+	}
+	setDefault(&s.StopTimeout, DefaultStopTimeout)
+	setDefault(&s.StartTimeout, DefaultStartTimeout)
+	setDefault(&s.RestartDelay, DefaultRestartDelay)
+	setDefault(&s.RestartDelayMax, DefaultRestartDelayMax)
+	setDefault(&s.RestartWindow, DefaultRestartWindow)
 }

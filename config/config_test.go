@@ -42,8 +42,10 @@ func TestParseGood(t *testing.T) {
 	if web.Restart != RestartOnFailure || web.Ready != ReadyStarted || web.StopTimeout.Duration != 3*time.Second {
 		t.Errorf("defaults/durations not applied: %+v", web)
 	}
-	if c.Service[1].StopTimeout.Duration != DefaultStopTimeout {
-		t.Errorf("default stop timeout = %v", c.Service[1].StopTimeout)
+	db := c.Service[1]
+	if db.StopTimeout.Duration != DefaultStopTimeout || db.StopSignal != "SIGTERM" || db.RestartLimit != DefaultRestartLimit ||
+		db.RestartDelay.Duration != DefaultRestartDelay || db.RestartDelayMax.Duration != DefaultRestartDelayMax {
+		t.Errorf("defaults not applied: %+v", db)
 	}
 	var order []string
 	for _, s := range c.StartOrder() {
@@ -89,8 +91,20 @@ func TestParseErrors(t *testing.T) {
 			[]string{"f.toml:1:", "hostname"}},
 		{"bad env", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nenv = [\"NOEQUALS\"]\n",
 			[]string{"f.toml:4:", "not NAME=value"}},
-		{"notify not yet", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nready = \"notify\"\n",
-			[]string{"f.toml:4:", "notify socket"}},
+		{"bad stop signal", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nstop_signal = \"SIGNOPE\"\n",
+			[]string{"f.toml:4:", "not a signal name"}},
+		{"bad memory_max", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nmemory_max = \"lots\"\n",
+			[]string{"f.toml:4:", "service[0].memory_max"}},
+		{"unknown requires", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nrequires = [\"db\"]\n",
+			[]string{"f.toml:4:", "service[0].requires", `"db", which is not defined`}},
+		{"requires itself", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nrequires = [\"a\"]\n",
+			[]string{"depends on itself"}},
+		{"cycle through requires", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nrequires = [\"b\"]\n[[service]]\nname = \"b\"\nexec = [\"/b\"]\nafter = [\"a\"]\n",
+			[]string{"dependency cycle: a → b → a"}},
+		{"delay max below delay", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nrestart_delay = \"2s\"\nrestart_delay_max = \"1s\"\n",
+			[]string{"f.toml:5:", "less than restart_delay"}},
+		{"bad remote", "[control]\nremote = \"7000\"\n",
+			[]string{"f.toml:2:", "control.remote"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("f.toml", []byte(tc.doc))

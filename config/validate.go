@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"path"
 	"regexp"
@@ -19,6 +20,7 @@ var (
 	serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)
 	hostName    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$`)
 	envName     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	memoryMax   = regexp.MustCompile(`^(max|[0-9]+[KMGT]?)$`)
 )
 
 func (c *Config) validate() []problem {
@@ -89,18 +91,48 @@ func (c *Config) validateServices() []problem {
 			add(k+".restart", "service %q: %q is not a restart policy (always, on-failure or never)", s.Name, s.Restart)
 		}
 		switch s.Ready {
-		case ReadyStarted:
-		case ReadyNotify:
-			add(k+".ready", "service %q: ready = \"notify\" needs the notify socket, which this build does not have yet; use \"started\"", s.Name)
+		case ReadyStarted, ReadyNotify:
 		default:
 			add(k+".ready", "service %q: %q is not a readiness kind (started or notify)", s.Name, s.Ready)
 		}
 	}
 	for i, s := range c.Service {
-		for _, a := range s.After {
-			if _, ok := seen[a]; !ok {
-				add(fmt.Sprintf("service[%d].after", i), "service %q is ordered after %q, which is not defined", s.Name, a)
+		k := fmt.Sprintf("service[%d]", i)
+		if _, ok := SignalByName(s.StopSignal); !ok {
+			add(k+".stop_signal", "service %q: %q is not a signal name (e.g. SIGTERM, SIGINT, SIGQUIT)", s.Name, s.StopSignal)
+		}
+		if s.RestartLimit < 0 {
+			add(k+".restart_limit", "service %q: %d is negative", s.Name, s.RestartLimit)
+		}
+		if s.RestartDelayMax.Duration < s.RestartDelay.Duration {
+			add(k+".restart_delay_max", "service %q: %s is less than restart_delay %s", s.Name, s.RestartDelayMax, s.RestartDelay)
+		}
+		if s.MemoryMax != "" && !memoryMax.MatchString(s.MemoryMax) {
+			add(k+".memory_max", "service %q: %q is not a size (e.g. \"64M\", \"1G\", \"max\")", s.Name, s.MemoryMax)
+		}
+		if s.PidsMax < 0 {
+			add(k+".pids_max", "service %q: %d is negative", s.Name, s.PidsMax)
+		}
+		if s.Group != "" && s.User == "" {
+			add(k+".group", "service %q: group without user (set user too)", s.Name)
+		}
+		for _, kd := range []struct {
+			key  string
+			deps []string
+		}{{"after", s.After}, {"requires", s.Requires}} {
+			key := kd.key
+			for _, a := range kd.deps {
+				if _, ok := seen[a]; !ok {
+					add(k+"."+key, "service %q is ordered after %q, which is not defined", s.Name, a)
+				} else if a == s.Name {
+					add(k+"."+key, "service %q depends on itself", s.Name)
+				}
 			}
+		}
+	}
+	if c.Control.Remote != "" {
+		if _, _, err := net.SplitHostPort(c.Control.Remote); err != nil {
+			add("control.remote", "%q is not host:port (e.g. \"0.0.0.0:7000\")", c.Control.Remote)
 		}
 	}
 	if len(ps) == 0 {
@@ -123,7 +155,7 @@ func (c *Config) StartOrder() []Service {
 			return
 		}
 		done[s.Name] = true
-		for _, a := range s.After {
+		for _, a := range s.Deps() {
 			visit(byName[a])
 		}
 		out = append(out, s)
@@ -156,7 +188,7 @@ func (c *Config) findCycle() []string {
 	visit = func(name string) []string {
 		state[name] = onStack
 		stack = append(stack, name)
-		after := append([]string(nil), byName[name].After...)
+		after := byName[name].Deps()
 		sort.Strings(after)
 		for _, a := range after {
 			switch state[a] {

@@ -3,11 +3,13 @@ package images
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"path"
 	"path/filepath"
 	"sort"
 
 	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/control"
 	"github.com/baton-init/baton/system/kmod"
 )
 
@@ -26,7 +28,17 @@ type Spec struct {
 	// Carry are modules put in the image but loaded only when the kernel asks for them
 	// (request_module → /sbin/modprobe), e.g. file systems mounted later.
 	Carry []string
+	// TLSDir holds (or receives, when empty) the remote API's CA and certificates; used when
+	// the config enables [control] remote. The client's half stays there.
+	TLSDir string
 }
+
+// Minimal account databases, so that user = "nobody" resolves; a config can ship its own with
+// -file /etc/passwd=… .
+const (
+	defaultPasswd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+	defaultGroup  = "root:x:0:\nnogroup:x:65534:\n"
+)
 
 // Build assembles the image described by spec. Every missing input is an error that names it.
 func Build(spec Spec) (*Initramfs, []*ModuleSet, error) {
@@ -38,8 +50,11 @@ func Build(spec Spec) (*Initramfs, []*ModuleSet, error) {
 	if err := img.AddFile("/init", spec.Init, 0o755); err != nil {
 		return nil, nil, fmt.Errorf("init binary: %w", err)
 	}
-	// The kernel's module helper: request_module() runs /sbin/modprobe, which is baton.
+	// The kernel's module helper (request_module() runs /sbin/modprobe) and the CLI are baton.
 	img.AddSymlink("/sbin/modprobe", "/init")
+	img.AddSymlink("/bin/initctl", "/init")
+	img.AddData("/etc/passwd", []byte(defaultPasswd), 0o644)
+	img.AddData("/etc/group", []byte(defaultGroup), 0o644)
 	if err := img.AddFile(config.DefaultPath, spec.Config, 0o644); err != nil {
 		return nil, nil, err
 	}
@@ -63,6 +78,11 @@ func Build(spec Spec) (*Initramfs, []*ModuleSet, error) {
 		}
 		if err := img.AddFile(bin, filepath.Join(spec.BinDir, path.Base(bin)), 0o755); err != nil {
 			return nil, nil, fmt.Errorf("service %s: %w", s.Name, err)
+		}
+	}
+	if cfg.Control.Remote != "" {
+		if err := addTLS(img, cfg, spec.TLSDir); err != nil {
+			return nil, nil, err
 		}
 	}
 	names := append(append([]string(nil), cfg.Boot.Modules...), spec.Modules...)
@@ -96,5 +116,31 @@ func (s *ModuleSet) addTo(img *Initramfs) error {
 		return err
 	}
 	img.AddData(path.Join(base, kmod.IndexFile), ix, 0o644)
+	return nil
+}
+
+// addTLS puts the server's half of the remote API's TLS material in the image, making it in
+// tlsDir first if it is not there.
+func addTLS(img *Initramfs, cfg *config.Config, tlsDir string) error {
+	if tlsDir == "" {
+		return fmt.Errorf("[control] remote is set but no TLS directory was given (-tls-dir)")
+	}
+	hosts := []string{"127.0.0.1", "::1", "localhost"}
+	if cfg.Hostname != "" {
+		hosts = append(hosts, cfg.Hostname)
+	}
+	for _, n := range cfg.Network {
+		if p, err := netip.ParsePrefix(n.Address); err == nil {
+			hosts = append(hosts, p.Addr().String())
+		}
+	}
+	if err := control.GenerateTLS(tlsDir, hosts); err != nil {
+		return fmt.Errorf("tls material in %s: %w", tlsDir, err)
+	}
+	for _, f := range []string{control.CAFile, control.ServerFile, control.ServerKeyFile} {
+		if err := img.AddFile(path.Join(cfg.Control.TLSDir, f), filepath.Join(tlsDir, f), 0o600); err != nil {
+			return err
+		}
+	}
 	return nil
 }

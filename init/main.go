@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/baton-init/baton/control"
 )
 
 func main() {
 	switch {
+	case filepath.Base(os.Args[0]) == "initctl":
+		os.Exit(control.InitctlMain(os.Args[1:], os.Stdout, os.Stderr))
 	case filepath.Base(os.Args[0]) == "modprobe":
 		os.Exit(modprobeMain(os.Args[1:]))
 	case os.Getpid() == 1:
@@ -26,7 +30,9 @@ As PID 1 (the kernel runs /init): boots the appliance from /etc/baton/baton.toml
   Kernel parameters: baton.config=PATH  baton.hostname=NAME  baton.modules=a,b  baton.debug
 
 Outside PID 1: supervises the configured services as a child subreaper.
-  init [--config FILE] [--run-dir DIR] [--debug]
+  init [--config FILE] [--run-dir DIR] [--cgroup-root DIR] [--debug]
+
+As initctl (/bin/initctl links to it): the control CLI; initctl --help.
 
 As the kernel's modprobe helper (/sbin/modprobe links to it): modprobe [-q] [--] MODULE
 `

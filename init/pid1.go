@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/control"
 	"github.com/baton-init/baton/services"
 	"github.com/baton-init/baton/system"
 	"github.com/baton-init/baton/system/kmod"
@@ -19,6 +21,9 @@ import (
 
 // modprobePath is where the image links the init binary as the kernel's module helper.
 const modprobePath = "/sbin/modprobe"
+
+// runDir holds the control socket and the notify sockets.
+const runDir = "/run/baton"
 
 // machine is what the boot learns and the shutdown needs.
 type machine struct {
@@ -30,20 +35,36 @@ type machine struct {
 	cfg        *config.Config // nil when the config could not be loaded
 	modules    *kmod.Loader
 	sv         *services.Supervisor
+	cgroups    *services.Cgroups
 	initAt     time.Duration // kernel uptime when /init started
+	bootWall   time.Time     // the kernel's start, as wall-clock time
+	power      chan system.PowerAction
+
+	mu       sync.Mutex
+	steps    []timing
+	readyAt  time.Duration // kernel uptime when all services had started
+	shutting bool
 }
 
 // pid1Main boots the appliance, then waits for a power signal. It never returns: if PID 1
 // exits, the kernel panics.
 func pid1Main() {
-	m := &machine{initAt: system.Uptime(), level: new(slog.LevelVar)}
+	m := &machine{initAt: system.Uptime(), level: new(slog.LevelVar), power: make(chan system.PowerAction, 4)}
+	m.bootWall = time.Now().Add(-m.initAt)
 	m.log = slog.New(system.NewConsoleHandler(os.Stderr, nil, m.level))
 	defer m.stayAlive()
 
 	// Signals first: the kernel may send SIGINT (ctrl-alt-del) at any time after CAD_OFF, and a
 	// power request during boot must not be lost.
-	power := make(chan os.Signal, 4)
-	signal.Notify(power, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGUSR2)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGUSR2)
+	go func() {
+		for sig := range sigs {
+			action := actionFor(sig.(unix.Signal))
+			m.log.Info("power request", "signal", unix.SignalName(sig.(unix.Signal)), "action", action.String())
+			m.power <- action
+		}
+	}()
 	m.reaper = system.NewReaper(m.log)
 	m.log.Info("baton starting as PID 1", "kernel_to_init", m.initAt.Round(time.Millisecond), system.KmsgKey, true)
 
@@ -55,13 +76,14 @@ func pid1Main() {
 		}
 	}
 	total := system.Uptime()
+	m.mu.Lock()
+	m.steps, m.readyAt = steps, total
+	m.mu.Unlock()
 	m.log.Info("all services started", "kernel_to_init", m.initAt.Round(time.Millisecond),
 		"init_to_services", (total - m.initAt).Round(time.Millisecond),
 		"kernel_to_services", total.Round(time.Millisecond), "failed_steps", failed, system.KmsgKey, true)
 
-	for sig := range power {
-		action := actionFor(sig.(unix.Signal))
-		m.log.Info("power request", "signal", unix.SignalName(sig.(unix.Signal)), "action", action.String())
+	for action := range m.power {
 		m.shutdown(action)
 		// Only reached when reboot(2) failed: keep running and reaping, and listen again.
 	}
@@ -96,8 +118,16 @@ func (m *machine) bootSteps() []step {
 		{"set hostname", m.setHostname},
 		{"load kernel modules", m.loadModules},
 		{"configure network", m.configureNetwork},
+		{"set up cgroups", m.setupCgroups},
+		{"start control API", m.startControl},
 		{"start services", m.startServices},
 	}
+}
+
+func (m *machine) setupCgroups() error {
+	cg, err := services.SetupCgroups("/sys/fs/cgroup/baton")
+	m.cgroups = cg
+	return err
 }
 
 func (m *machine) mountBase() error {
@@ -192,12 +222,54 @@ func (m *machine) configureNetwork() error {
 	return errors.Join(errs...)
 }
 
-func (m *machine) startServices() error {
+// startControl prepares the supervisor and serves the API before any service starts, so
+// initctl works while services come up.
+func (m *machine) startControl() error {
 	cfg := m.cfg
 	if cfg == nil {
 		cfg = &config.Config{}
 	}
-	m.sv = services.New(cfg, m.log, m.reaper, os.Stdout, os.Stderr)
+	sv, err := services.New(cfg, services.Options{Log: m.log, Reaper: m.reaper, Console: os.Stdout,
+		RunDir: runDir, Cgroups: m.cgroups})
+	if err != nil {
+		return err
+	}
+	m.sv = sv
+	srv := &control.Server{SV: sv, Log: m.log, Timeline: m.timeline, Power: m.requestPower}
+	if ls := startControl(m.log, srv, runDir, m.cfg); len(ls) == 0 {
+		return fmt.Errorf("no control API")
+	}
+	return nil
+}
+
+// requestPower is the API's way to shut down: the main loop does it, once.
+func (m *machine) requestPower(a system.PowerAction) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.shutting {
+		return fmt.Errorf("%s: a shutdown is already under way", a)
+	}
+	m.power <- a
+	return nil
+}
+
+func (m *machine) timeline() control.Timeline {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := control.Timeline{PID1: true, KernelToInit: m.initAt, Steps: stepTimeline(m.steps)}
+	if m.readyAt > 0 {
+		t.InitToReady = m.readyAt - m.initAt
+	}
+	if m.sv != nil {
+		t.Services = serviceTimeline(m.sv, m.bootWall)
+	}
+	return t
+}
+
+func (m *machine) startServices() error {
+	if m.sv == nil {
+		return fmt.Errorf("no supervisor (see the step before)")
+	}
 	var errs []error
 	for _, r := range m.sv.StartAll() {
 		if r.Err != nil {

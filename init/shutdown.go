@@ -11,6 +11,9 @@ import (
 
 // shutdown stops everything in order and calls reboot(2). It returns only if reboot(2) fails.
 func (m *machine) shutdown(action system.PowerAction) {
+	m.mu.Lock()
+	m.shutting = true
+	m.mu.Unlock()
 	start := time.Now()
 	runSteps(m.log, []step{
 		{"stop services", m.stopServices},
@@ -36,5 +39,5 @@ func (m *machine) stopServices() error {
 	if killed := m.sv.StopAll(); len(killed) > 0 {
 		m.log.Warn("services killed after their stop timeout", "services", strings.Join(killed, ","))
 	}
-	return nil
+	return m.sv.Close()
 }

@@ -7,10 +7,13 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/control"
 	"github.com/baton-init/baton/services"
 	"github.com/baton-init/baton/system"
 )
@@ -21,11 +24,13 @@ func subreaperMain(args []string) int {
 	fs := flag.NewFlagSet("init", flag.ContinueOnError)
 	fs.Usage = printUsage
 	cfgPath := fs.String("config", config.DefaultPath, "config file")
-	runDir := fs.String("run-dir", "/run/baton", "directory for runtime state")
+	runDir := fs.String("run-dir", "/run/baton", "directory for the control and notify sockets")
+	cgroupRoot := fs.String("cgroup-root", "", "cgroup2 directory to put services in (default: none)")
 	debug := fs.Bool("debug", false, "log debug messages")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	start := time.Now()
 	level := new(slog.LevelVar)
 	if *debug {
 		level.Set(slog.LevelDebug)
@@ -50,7 +55,22 @@ func subreaperMain(args []string) int {
 	stop := make(chan os.Signal, 2)
 	signal.Notify(stop, unix.SIGTERM, unix.SIGINT)
 	reaper := system.NewReaper(log)
-	sv := services.New(cfg, log, reaper, os.Stdout, os.Stderr)
+	var cg *services.Cgroups
+	if *cgroupRoot != "" {
+		if cg, err = services.SetupCgroups(*cgroupRoot); err != nil {
+			log.Warn("cgroups", "err", err)
+		}
+	}
+	sv, err := services.New(cfg, services.Options{Log: log, Reaper: reaper, Console: os.Stdout, RunDir: *runDir, Cgroups: cg})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baton:", err)
+		return 1
+	}
+	var readyAt atomic.Int64 // read by API handlers
+	srv := &control.Server{SV: sv, Log: log, Timeline: func() control.Timeline {
+		return control.Timeline{InitToReady: time.Duration(readyAt.Load()), Services: serviceTimeline(sv, start)}
+	}}
+	listeners := startControl(log, srv, *runDir, cfg)
 	failed := 0
 	for _, r := range sv.StartAll() {
 		if r.Err != nil {
@@ -58,11 +78,16 @@ func subreaperMain(args []string) int {
 			log.Error("service failed to start", "service", r.Name, "err", r.Err)
 		}
 	}
+	readyAt.Store(int64(time.Since(start)))
 	log.Info("all services started", "services", len(cfg.Service), "failed", failed, "run_dir", *runDir)
 	sig := <-stop
 	log.Info("stopping", "signal", sig.String())
+	for _, l := range listeners {
+		l.Close()
+	}
 	if killed := sv.StopAll(); len(killed) > 0 {
 		log.Warn("services killed after their stop timeout", "services", strings.Join(killed, ","))
 	}
+	_ = sv.Close()
 	return 0
 }

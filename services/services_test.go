@@ -30,6 +30,8 @@ func TestMain(m *testing.M) {
 
 func sh(script string) []string { return []string{"/bin/sh", "-c", script} }
 
+func dur(d time.Duration) config.Duration { return config.Duration{Duration: d} }
+
 func supervisor(t *testing.T, svcs ...config.Service) *Supervisor {
 	t.Helper()
 	cfg := &config.Config{Service: svcs}
@@ -46,8 +48,14 @@ func supervisor(t *testing.T, svcs ...config.Service) *Supervisor {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	sv := New(cfg, log, reaper, nil, nil)
-	t.Cleanup(func() { sv.StopAll() })
+	for i := range cfg.Service {
+		cfg.Service[i].ApplyDefaults()
+	}
+	sv, err := New(cfg, Options{Log: log, Reaper: reaper, RunDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sv.StopAll(); sv.Close() })
 	return sv
 }
 
@@ -84,10 +92,9 @@ func TestStartOrderFollowsAfter(t *testing.T) {
 }
 
 func TestRestartBackoffGrowsAndIsCapped(t *testing.T) {
-	defer func(a, b time.Duration) { BackoffMin, BackoffMax = a, b }(BackoffMin, BackoffMax)
-	BackoffMin, BackoffMax = 100*time.Millisecond, 400*time.Millisecond
 	stamps := filepath.Join(t.TempDir(), "starts")
-	sv := supervisor(t, config.Service{Name: "crash", Restart: config.RestartOnFailure,
+	sv := supervisor(t, config.Service{Name: "crash", Restart: config.RestartOnFailure, RestartLimit: 100,
+		RestartDelay: dur(100 * time.Millisecond), RestartDelayMax: dur(400 * time.Millisecond),
 		Exec: sh("date +%s%N >> " + stamps + "; exit 3")})
 	sv.StartAll()
 	s := sv.Service("crash")
@@ -127,11 +134,12 @@ func TestRestartPolicies(t *testing.T) {
 		policy      string
 		script      string
 		wantRestart bool
+		wantState   State // where it ends when not restarted
 	}{
-		{config.RestartOnFailure, "exit 0", false},
-		{config.RestartOnFailure, "kill -9 $$", true},
-		{config.RestartNever, "exit 1", false},
-		{config.RestartAlways, "exit 0", true},
+		{config.RestartOnFailure, "exit 0", false, Stopped},
+		{config.RestartOnFailure, "kill -9 $$", true, ""},
+		{config.RestartNever, "exit 1", false, Failed},
+		{config.RestartAlways, "exit 0", true, ""},
 	} {
 		t.Run(tc.policy+"/"+tc.script, func(t *testing.T) {
 			sv := supervisor(t, config.Service{Name: "s", Restart: tc.policy, Exec: sh(tc.script)})
@@ -143,12 +151,11 @@ func TestRestartPolicies(t *testing.T) {
 				}
 				return
 			}
-			select {
-			case <-s.Done(): // the loop ended: it will never restart
-			case <-time.After(5 * time.Second):
-				t.Fatalf("run loop still going: %+v", s.Status())
+			// Stopped and failed are final: the run loop has ended and will not restart it.
+			if !s.WaitUntil(func(st Status) bool { return st.State == tc.wantState && st.LastExit != "" }, 5*time.Second) {
+				t.Fatalf("status %+v, want %s", s.Status(), tc.wantState)
 			}
-			if st := s.Status(); st.Restarts != 0 || st.LastExit == "" {
+			if st := s.Status(); st.Restarts != 0 {
 				t.Errorf("status %+v, want ended once without restart", st)
 			}
 		})
@@ -171,7 +178,6 @@ func TestStopKillsTheWholeTree(t *testing.T) {
 	sv := supervisor(t, config.Service{Name: "tree",
 		Exec: sh("sleep 1000 & echo $! >> " + pids + "; sh -c 'sleep 1000 & echo $! >> " + pids + "; wait' & wait")})
 	sv.StartAll()
-	s := sv.Service("tree")
 	var grandchildren []int
 	waitFile(t, pids, func(data string) bool {
 		grandchildren = grandchildren[:0]
@@ -181,7 +187,7 @@ func TestStopKillsTheWholeTree(t *testing.T) {
 		}
 		return len(grandchildren) == 2
 	})
-	if killed := s.Stop(); killed {
+	if killed, _ := sv.Stop("tree"); len(killed) > 0 {
 		t.Errorf("needed SIGKILL; SIGTERM to the group should do")
 	}
 	for _, pid := range grandchildren {
@@ -191,14 +197,14 @@ func TestStopKillsTheWholeTree(t *testing.T) {
 
 func TestStopTimeoutEscalatesToSIGKILL(t *testing.T) {
 	ready := filepath.Join(t.TempDir(), "ready")
-	sv := supervisor(t, config.Service{Name: "stubborn", StopTimeout: config.Duration{Duration: 300 * time.Millisecond},
+	sv := supervisor(t, config.Service{Name: "stubborn", StopTimeout: dur(300 * time.Millisecond),
 		Exec: sh(`trap "" TERM; touch ` + ready + `; while :; do sleep 0.05; done`)})
 	sv.StartAll()
 	s := sv.Service("stubborn")
 	waitFile(t, ready) // SIGTERM before the trap is set would end it at once
 	pid := s.Status().Pid
 	start := time.Now()
-	if !s.Stop() {
+	if killed, _ := sv.Stop("stubborn"); len(killed) != 1 {
 		t.Errorf("Stop reported no SIGKILL for a process that ignores SIGTERM")
 	}
 	if d := time.Since(start); d < 300*time.Millisecond {

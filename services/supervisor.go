@@ -1,27 +1,54 @@
 package services
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/baton-init/baton/config"
 	"github.com/baton-init/baton/system"
 )
 
+// Options is what a supervisor needs from its surroundings.
+type Options struct {
+	Log     *slog.Logger
+	Reaper  *system.Reaper
+	Console io.Writer // each line a service writes is echoed here, prefixed with its name
+	RunDir  string    // notify sockets go to RunDir/notify; "" for none
+	Cgroups *Cgroups  // nil: process groups only
+}
+
 // Supervisor runs a set of services.
 type Supervisor struct {
 	log      *slog.Logger
 	services []*Service // in start order
+	byName   map[string]*Service
 }
 
-// New prepares the services of cfg, in dependency order. Output goes to stdout and stderr.
-func New(cfg *config.Config, log *slog.Logger, r *system.Reaper, stdout, stderr *os.File) *Supervisor {
-	sv := &Supervisor{log: log}
-	for _, spec := range cfg.StartOrder() {
-		sv.services = append(sv.services, newService(spec, log, r, stdout, stderr))
+// New prepares the services of cfg, in dependency order.
+func New(cfg *config.Config, o Options) (*Supervisor, error) {
+	e := &env{log: o.Log, reaper: o.Reaper, console: o.Console, consoleMu: &sync.Mutex{}, cgroups: o.Cgroups}
+	if o.RunDir != "" {
+		e.notifyDir = filepath.Join(o.RunDir, "notify")
+		if err := os.MkdirAll(e.notifyDir, 0o755); err != nil {
+			return nil, fmt.Errorf("notify socket directory: %w", err)
+		}
 	}
-	return sv
+	sv := &Supervisor{log: o.Log, byName: map[string]*Service{}}
+	for _, spec := range cfg.StartOrder() {
+		s, err := newService(spec, e)
+		if err != nil {
+			return nil, err
+		}
+		sv.services = append(sv.services, s)
+		sv.byName[spec.Name] = s
+	}
+	return sv, nil
 }
 
 // StartReport is the outcome of starting one service.
@@ -31,17 +58,95 @@ type StartReport struct {
 	Err  error
 }
 
-// StartAll starts each service in order, waiting for one to be started before the next, so
-// "after" holds. A service that fails to start is reported and the others still start.
+// StartAll starts each service in order, each after those it is ordered after are ready.
+// A service whose required service is not running is not started; the others still are.
 func (sv *Supervisor) StartAll() []StartReport {
 	var out []StartReport
 	for _, s := range sv.services {
 		start := time.Now()
-		s.launch()
-		err := s.waitStarted()
+		err := sv.requiresUp(s)
+		if err == nil {
+			s.ops.Lock()
+			err = s.start()
+			s.ops.Unlock()
+		} else {
+			s.fail(err)
+		}
 		out = append(out, StartReport{Name: s.Spec.Name, Took: time.Since(start), Err: err})
 	}
 	return out
+}
+
+func (sv *Supervisor) requiresUp(s *Service) error {
+	for _, r := range s.Spec.Requires {
+		if st := sv.byName[r].Status(); st.State != Running {
+			return fmt.Errorf("requires %s, which is %s", r, st.State)
+		}
+	}
+	return nil
+}
+
+// fail marks a service that was not started because of something outside it.
+func (s *Service) fail(err error) {
+	s.mu.Lock()
+	s.lastErr = err
+	s.setState(Failed)
+	s.mu.Unlock()
+	s.log.Error("not started", "err", err)
+}
+
+// Start starts a service and, first, the services it requires. It returns when the service is
+// ready, or with why it is not.
+func (sv *Supervisor) Start(name string) error {
+	s, ok := sv.byName[name]
+	if !ok {
+		return unknown(name)
+	}
+	for _, r := range s.Spec.Requires {
+		if err := sv.Start(r); err != nil {
+			return fmt.Errorf("start %s: required %s: %w", name, r, err)
+		}
+	}
+	s.ops.Lock()
+	defer s.ops.Unlock()
+	return s.start()
+}
+
+// Stop stops a service and, first, the services that require it. It reports the services
+// that had to be killed.
+func (sv *Supervisor) Stop(name string) ([]string, error) {
+	s, ok := sv.byName[name]
+	if !ok {
+		return nil, unknown(name)
+	}
+	var killed []string
+	for i := len(sv.services) - 1; i >= 0; i-- {
+		d := sv.services[i]
+		for _, r := range d.Spec.Requires {
+			if r == name {
+				k, _ := sv.Stop(d.Spec.Name)
+				killed = append(killed, k...)
+			}
+		}
+	}
+	s.ops.Lock()
+	defer s.ops.Unlock()
+	if s.stop() {
+		killed = append(killed, name)
+	}
+	return killed, nil
+}
+
+// Restart stops and starts a service, and returns when it is ready again.
+func (sv *Supervisor) Restart(name string) error {
+	s, ok := sv.byName[name]
+	if !ok {
+		return unknown(name)
+	}
+	s.ops.Lock()
+	defer s.ops.Unlock()
+	s.stop()
+	return s.start()
 }
 
 // StopAll stops the services in reverse start order and returns the names of those that had to
@@ -49,22 +154,28 @@ func (sv *Supervisor) StartAll() []StartReport {
 func (sv *Supervisor) StopAll() (killed []string) {
 	for i := len(sv.services) - 1; i >= 0; i-- {
 		s := sv.services[i]
-		if s.Stop() {
+		s.ops.Lock()
+		if s.stop() {
 			killed = append(killed, s.Spec.Name)
 		}
+		s.ops.Unlock()
 	}
 	return killed
 }
 
-// Service returns the named service, or nil.
-func (sv *Supervisor) Service(name string) *Service {
+// Close releases the supervisor's sockets; call it after StopAll.
+func (sv *Supervisor) Close() error {
+	var errs []error
 	for _, s := range sv.services {
-		if s.Spec.Name == name {
-			return s
+		if s.notify != nil {
+			errs = append(errs, s.notify.Close())
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
+
+// Service returns the named service, or nil.
+func (sv *Supervisor) Service(name string) *Service { return sv.byName[name] }
 
 // Statuses returns a snapshot of every service, in start order.
 func (sv *Supervisor) Statuses() []Status {

@@ -7,11 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/baton-init/baton/handoff/client"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -39,8 +42,17 @@ func main() {
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Fatalf("web: %v", err)
+	}
 	log.Printf("web %s listening on %s", version, *addr)
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	// Ready only once the socket accepts: baton's "initctl restart web" returns at this point.
+	if err := client.Ready(); err != nil {
+		log.Printf("web: %v", err)
+	}
+	_ = client.Status("serving on " + *addr)
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatalf("web: %v", err)
 	}
 }

@@ -29,6 +29,7 @@ func main() {
 	flag.Var(&kmods, "kernel-modules", "lib/modules/<release> tree of a kernel the image boots (repeatable)")
 	flag.Var(&modules, "modules", "extra modules to carry and load, comma-separated (repeatable)")
 	flag.Var(&carry, "carry", "modules to carry but load only on the kernel's request, comma-separated (repeatable)")
+	flag.StringVar(&spec.TLSDir, "tls-dir", "out/tls", "remote API TLS material: reused if there, else made there")
 	compression := flag.String("compress", "gzip", "compression: "+strings.Join(images.Compressions, ", "))
 	out := flag.String("o", "out/initramfs.img", "output file")
 	flag.Parse()

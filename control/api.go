@@ -1,0 +1,51 @@
+// Package control is baton's HTTP/JSON control API: the server PID 1 (or the subreaper)
+// mounts on its local socket and, optionally, over TCP with mutual TLS; the client; and the
+// initctl commands built on it.
+package control
+
+import (
+	"time"
+
+	"github.com/baton-init/baton/services"
+)
+
+// DefaultSocket is the local API's socket inside the appliance.
+const DefaultSocket = "/run/baton/control.sock"
+
+// ErrorResponse is the body of every 4xx and 5xx answer.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+// ServiceList is GET /v1/services.
+type ServiceList struct {
+	Services []services.Status `json:"services"`
+}
+
+// ActionResult is the answer to start, stop, restart and power actions.
+type ActionResult struct {
+	Service string            `json:"service,omitempty"`
+	Action  string            `json:"action"`
+	Took    string            `json:"took"`
+	Killed  []string          `json:"killed,omitempty"` // services that needed SIGKILL
+	Status  *services.Status  `json:"status,omitempty"`
+}
+
+// Timeline is GET /v1/boot: where boot time went.
+type Timeline struct {
+	PID1         bool            `json:"pid1"`
+	KernelToInit time.Duration   `json:"kernel_to_init"` // 0 outside PID 1
+	InitToReady  time.Duration   `json:"init_to_ready"`  // /init start to all services started
+	Steps        []TimelineEntry `json:"steps"`
+	Services     []TimelineEntry `json:"services"`
+	// Previous holds the shutdown steps of the boot before, when known.
+	Previous []TimelineEntry `json:"previous,omitempty"`
+}
+
+// TimelineEntry is one boot step or one service's start.
+type TimelineEntry struct {
+	Name  string        `json:"name"`
+	At    time.Duration `json:"at"`   // since the kernel started (since baton started outside PID 1)
+	Took  time.Duration `json:"took"` // step duration, or a service's start to ready
+	Error string        `json:"error,omitempty"`
+}

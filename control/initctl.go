@@ -1,0 +1,294 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/baton-init/baton/services"
+)
+
+// Exit codes of initctl, for scripts.
+const (
+	ExitOK          = 0
+	ExitFailed      = 1 // the operation ran and failed (e.g. the service did not start)
+	ExitUsage       = 2
+	ExitUnknown     = 3 // no such service
+	ExitNotAllowed  = 4 // not root / no valid client certificate
+	ExitUnreachable = 5 // no baton at the socket or address
+)
+
+const initctlUsage = `usage: initctl [--socket PATH | --remote HOST:PORT --tls-dir DIR] COMMAND [ARGS]
+
+Commands:
+  status [NAME] [--json]      services: state, pid, uptime, restarts, last exit
+  start NAME...               start (and wait until ready)
+  stop NAME...                stop (stop signal, then SIGKILL after stop_timeout)
+  restart NAME...             stop, start, wait until ready
+  logs [-f] [-n N] NAME       a service's output (-f: follow; -n: last N lines, 0 all)
+  reboot | poweroff | halt    stop services and power the machine
+  analyze [--json]            boot timeline, slowest first
+
+The socket is /run/baton/control.sock unless --socket or $BATON_SOCKET says otherwise.
+Exit codes: 0 ok, 1 failed, 2 usage, 3 unknown service, 4 not permitted, 5 baton unreachable.
+`
+
+// InitctlMain runs initctl with args (without the program name) and returns its exit code.
+func InitctlMain(args []string, stdout, stderr io.Writer) int {
+	global := flag.NewFlagSet("initctl", flag.ContinueOnError)
+	global.SetOutput(stderr)
+	global.Usage = func() { fmt.Fprint(stderr, initctlUsage) }
+	socket := global.String("socket", envOr("BATON_SOCKET", DefaultSocket), "local control socket")
+	remote := global.String("remote", "", "HOST:PORT of a remote appliance's API")
+	tlsDir := global.String("tls-dir", envOr("BATON_TLS_DIR", "out/tls"), "client certificate, key and CA for --remote")
+	if err := global.Parse(args); err != nil {
+		return ExitUsage
+	}
+	if global.NArg() == 0 {
+		global.Usage()
+		return ExitUsage
+	}
+	var c *Client
+	if *remote != "" {
+		var err error
+		if c, err = NewRemote(*remote, *tlsDir); err != nil {
+			fmt.Fprintln(stderr, "initctl:", err)
+			return ExitUsage
+		}
+	} else {
+		c = NewLocal(*socket)
+	}
+	cmd, rest := global.Arg(0), global.Args()[1:]
+	ic := &initctl{c: c, out: stdout, err: stderr}
+	run, ok := map[string]func([]string) error{
+		"status": ic.status, "start": ic.action("start"), "stop": ic.action("stop"),
+		"restart": ic.action("restart"), "logs": ic.logs, "reboot": ic.power("reboot"),
+		"poweroff": ic.power("poweroff"), "halt": ic.power("halt"), "analyze": ic.analyze,
+	}[cmd]
+	if !ok {
+		fmt.Fprintf(stderr, "initctl: unknown command %q\n\n%s", cmd, initctlUsage)
+		return ExitUsage
+	}
+	return exitCode(stderr, run(rest))
+}
+
+type initctl struct {
+	c   *Client
+	out io.Writer
+	err io.Writer
+}
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func exitCode(stderr io.Writer, err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(stderr, "initctl:", err)
+	var ue *usageError
+	var ae *APIError
+	var ce *ConnError
+	switch {
+	case errors.As(err, &ue):
+		return ExitUsage
+	case errors.As(err, &ce):
+		return ExitUnreachable
+	case errors.As(err, &ae) && ae.Code == 404:
+		return ExitUnknown
+	case errors.As(err, &ae) && ae.Code == 403:
+		return ExitNotAllowed
+	}
+	return ExitFailed
+}
+
+// parse parses flags given anywhere among the arguments and returns the others.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, &usageError{fmt.Sprintf("%s: %v", fs.Name(), err)}
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func (ic *initctl) status(args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "")
+	names, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	var list []services.Status
+	switch len(names) {
+	case 0:
+		list, err = ic.c.Services()
+	case 1:
+		var s services.Status
+		s, err = ic.c.Service(names[0])
+		list = []services.Status{s}
+	default:
+		return &usageError{"status takes at most one service name"}
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(ic.out)
+		enc.SetIndent("", "  ")
+		if len(names) == 1 {
+			return enc.Encode(list[0])
+		}
+		return enc.Encode(list)
+	}
+	tw := tabwriter.NewWriter(ic.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tUPTIME\tRESTARTS\tLAST EXIT\tSTATUS")
+	for _, s := range list {
+		note := s.Status
+		if s.Error != "" {
+			note = s.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, dash(pidString(s.Pid)), dash(s.Uptime),
+			s.Restarts, dash(s.LastExit), note)
+	}
+	return tw.Flush()
+}
+
+func (ic *initctl) action(action string) func([]string) error {
+	return func(args []string) error {
+		if len(args) == 0 {
+			return &usageError{action + " needs a service name"}
+		}
+		for _, name := range args {
+			r, err := ic.c.Action(name, action)
+			if err != nil {
+				return err
+			}
+			msg := fmt.Sprintf("%s: %s in %s", name, r.Status.State, r.Took)
+			if len(r.Killed) > 0 {
+				msg += fmt.Sprintf(" (killed after stop_timeout: %s)", strings.Join(r.Killed, ", "))
+			}
+			fmt.Fprintln(ic.out, msg)
+		}
+		return nil
+	}
+}
+
+func (ic *initctl) logs(args []string) error {
+	fs := flag.NewFlagSet("logs", flag.ContinueOnError)
+	follow := fs.Bool("f", false, "")
+	n := fs.Int("n", 100, "")
+	names, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(names) != 1 {
+		return &usageError{"logs needs exactly one service name"}
+	}
+	print := func(l services.LogLine) {
+		fmt.Fprintf(ic.out, "%s %s\n", l.Time.Format("15:04:05.000"), l.Text)
+	}
+	if !*follow {
+		lines, err := ic.c.Logs(names[0], *n)
+		for _, l := range lines {
+			print(l)
+		}
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return ic.c.FollowLogs(ctx, names[0], *n, print)
+}
+
+func (ic *initctl) power(action string) func([]string) error {
+	return func(args []string) error {
+		if len(args) != 0 {
+			return &usageError{action + " takes no arguments"}
+		}
+		if err := ic.c.Power(action); err != nil {
+			return err
+		}
+		fmt.Fprintf(ic.out, "%s: services are stopping\n", action)
+		return nil
+	}
+}
+
+func (ic *initctl) analyze(args []string) error {
+	fs := flag.NewFlagSet("analyze", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "")
+	if rest, err := parse(fs, args); err != nil || len(rest) > 0 {
+		return &usageError{"analyze takes only --json"}
+	}
+	t, err := ic.c.Timeline()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(ic.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(t)
+	}
+	if t.PID1 {
+		fmt.Fprintf(ic.out, "kernel %s + baton %s = %s to all services started\n\n",
+			ms(t.KernelToInit), ms(t.InitToReady), ms(t.KernelToInit+t.InitToReady))
+	}
+	all := append([]TimelineEntry(nil), t.Steps...)
+	for _, s := range t.Services {
+		s.Name = "service " + s.Name
+		all = append(all, s)
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Took > all[j].Took })
+	tw := tabwriter.NewWriter(ic.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOOK\tAT\tWHAT")
+	for _, e := range all {
+		line := fmt.Sprintf("%s\t%s\t%s", ms(e.Took), ms(e.At), e.Name)
+		if e.Error != "" {
+			line += "  (" + e.Error + ")"
+		}
+		fmt.Fprintln(tw, line)
+	}
+	if len(t.Previous) > 0 {
+		fmt.Fprintln(tw, "\nprevious shutdown:\t\t")
+		for _, e := range t.Previous {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", ms(e.Took), ms(e.At), e.Name)
+		}
+	}
+	return tw.Flush()
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func pidString(pid int) string {
+	if pid == 0 {
+		return ""
+	}
+	return fmt.Sprint(pid)
+}

@@ -1,0 +1,292 @@
+package control
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/services"
+	"github.com/baton-init/baton/system"
+)
+
+// Server answers the control API.
+type Server struct {
+	SV  *services.Supervisor
+	Log *slog.Logger
+	// Power performs reboot, poweroff or halt; nil outside PID 1, where they are refused.
+	Power func(system.PowerAction) error
+	// Timeline returns the boot timeline.
+	Timeline func() Timeline
+}
+
+type peerKey struct{}
+
+// peer is who is on the other end of a connection.
+type peer struct {
+	uid    int
+	pid    int
+	remote bool // authenticated by a client certificate
+}
+
+// Handler returns the API's routes, with the peer check in front.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/services", s.list)
+	mux.HandleFunc("GET /v1/services/{name}", s.get)
+	mux.HandleFunc("POST /v1/services/{name}/{action}", s.action)
+	mux.HandleFunc("GET /v1/services/{name}/logs", s.logs)
+	mux.HandleFunc("POST /v1/system/{action}", s.power)
+	mux.HandleFunc("GET /v1/boot", s.boot)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+	})
+	return s.authorize(mux)
+}
+
+// authorize lets through root on the local socket (and the server's own user, for the
+// subreaper run by a developer) and any client whose certificate the CA signed.
+func (s *Server) authorize(next http.Handler) http.Handler {
+	self := os.Getuid()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := r.Context().Value(peerKey{}).(peer)
+		if !p.remote && p.uid != 0 && p.uid != self {
+			s.Log.Warn("control: refused a peer that is not root", "uid", p.uid, "pid", p.pid)
+			writeError(w, http.StatusForbidden, fmt.Sprintf("not permitted: uid %d is not root", p.uid))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ListenLocal creates the local socket at path (replacing a stale one), mode 0600.
+func ListenLocal(path string) (net.Listener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("control socket %s: remove stale: %w", path, err)
+	}
+	// The mode is set by umask at bind time, so no moment exists where others may connect.
+	old := unix.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// ServeLocal serves the API on a unix listener until it is closed; each connection carries
+// its peer's credentials (SO_PEERCRED) to the handlers.
+func (s *Server) ServeLocal(l net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, peerKey{}, peerCred(c))
+		},
+		ErrorLog: slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn),
+	}
+	err := srv.Serve(l)
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// peerCred reads SO_PEERCRED; an unreadable peer gets uid -1 and is refused.
+func peerCred(c net.Conn) peer {
+	p := peer{uid: -1}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return p
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return p
+	}
+	_ = raw.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			p.uid, p.pid = int(cred.Uid), int(cred.Pid)
+		}
+	})
+	return p
+}
+
+// ServeRemote serves the same API over TCP with mutual TLS: a client without a certificate
+// signed by the CA in tlsDir completes no handshake, so nothing is served to it.
+func (s *Server) ServeRemote(addr, tlsDir string) (net.Listener, error) {
+	cfg, err := ServerTLS(tlsDir)
+	if err != nil {
+		return nil, err
+	}
+	l, err := tls.Listen("tcp", addr, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("control remote %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, peerKey{}, peer{remote: true})
+		},
+		ErrorLog: slog.NewLogLogger(s.Log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		defer system.Recover(s.Log, "control remote")
+		_ = srv.Serve(l)
+	}()
+	return l, nil
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, ServiceList{Services: s.SV.Statuses()})
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	svc := s.service(w, r)
+	if svc == nil {
+		return
+	}
+	writeJSON(w, http.StatusOK, svc.Status())
+}
+
+func (s *Server) service(w http.ResponseWriter, r *http.Request) *services.Service {
+	name := r.PathValue("name")
+	svc := s.SV.Service(name)
+	if svc == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown service %q", name))
+	}
+	return svc
+}
+
+func (s *Server) action(w http.ResponseWriter, r *http.Request) {
+	svc := s.service(w, r)
+	if svc == nil {
+		return
+	}
+	name, action := r.PathValue("name"), r.PathValue("action")
+	start := time.Now()
+	var err error
+	var killed []string
+	switch action {
+	case "start":
+		err = s.SV.Start(name)
+	case "stop":
+		killed, err = s.SV.Stop(name)
+	case "restart":
+		err = s.SV.Restart(name)
+	default:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q (start, stop or restart)", action))
+		return
+	}
+	s.Log.Info("control: service action", "service", name, "action", action, "took", time.Since(start), "err", err)
+	st := svc.Status()
+	if err != nil {
+		writeError(w, http.StatusConflict, fmt.Sprintf("%s %s: %v", action, name, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, ActionResult{Service: name, Action: action, Took: time.Since(start).Round(time.Millisecond).String(), Killed: killed, Status: &st})
+}
+
+// logs writes the last n lines as JSON; with follow=1 it then streams new lines as JSON lines
+// until the client goes away.
+func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
+	svc := s.service(w, r)
+	if svc == nil {
+		return
+	}
+	n := 100
+	if v := r.URL.Query().Get("n"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("n=%q: want a number of lines ≥ 0 (0: all kept)", v))
+			return
+		}
+	}
+	follow := r.URL.Query().Get("follow")
+	if follow != "" && follow != "0" && follow != "1" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("follow=%q: want 0 or 1", follow))
+		return
+	}
+	lines := svc.Logs.Tail(n)
+	if follow != "1" {
+		writeJSON(w, http.StatusOK, lines)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	var last uint64
+	flusher, _ := w.(http.Flusher)
+	for {
+		for _, l := range lines {
+			if err := enc.Encode(l); err != nil {
+				return
+			}
+			last = l.Seq
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		var changed <-chan struct{}
+		lines, changed = svc.Logs.Since(last)
+		if len(lines) > 0 {
+			continue
+		}
+		select {
+		case <-changed:
+			lines, _ = svc.Logs.Since(last)
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (s *Server) power(w http.ResponseWriter, r *http.Request) {
+	var a system.PowerAction
+	switch r.PathValue("action") {
+	case "reboot":
+		a = system.Reboot
+	case "poweroff":
+		a = system.Poweroff
+	case "halt":
+		a = system.Halt
+	default:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown system action %q (reboot, poweroff or halt)", r.PathValue("action")))
+		return
+	}
+	if s.Power == nil {
+		writeError(w, http.StatusConflict, fmt.Sprintf("%s: baton is not PID 1 here (subreaper mode); it does not power the machine", a))
+		return
+	}
+	if err := s.Power(a); err != nil {
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, ActionResult{Action: a.String(), Took: "0s"})
+}
+
+func (s *Server) boot(w http.ResponseWriter, r *http.Request) {
+	if s.Timeline == nil {
+		writeJSON(w, http.StatusOK, Timeline{})
+		return
+	}
+	writeJSON(w, http.StatusOK, s.Timeline())
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, ErrorResponse{Error: msg})
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/control"
+	"github.com/baton-init/baton/services"
+	"github.com/baton-init/baton/system"
+)
+
+// startControl serves the control API on runDir/control.sock and, when the config asks, over
+// TCP with mutual TLS. Failing to serve is logged, never fatal: the services run regardless.
+func startControl(log *slog.Logger, srv *control.Server, runDir string, cfg *config.Config) []net.Listener {
+	var ls []net.Listener
+	sock := filepath.Join(runDir, "control.sock")
+	l, err := control.ListenLocal(sock)
+	if err != nil {
+		log.Error("control API not available", "err", err)
+	} else {
+		ls = append(ls, l)
+		go func() {
+			defer system.Recover(log, "control")
+			if err := srv.ServeLocal(l); err != nil {
+				log.Error("control API stopped", "err", err)
+			}
+		}()
+		log.Info("control API listening", "socket", sock)
+	}
+	if cfg != nil && cfg.Control.Remote != "" {
+		rl, err := srv.ServeRemote(cfg.Control.Remote, cfg.Control.TLSDir)
+		if err != nil {
+			log.Error("remote control API not available", "err", err)
+		} else {
+			ls = append(ls, rl)
+			log.Info("remote control API listening (mutual TLS)", "addr", cfg.Control.Remote)
+		}
+	}
+	return ls
+}
+
+// serviceTimeline turns the services' first start and ready times into timeline entries,
+// measured from base (the kernel's start as wall time, or baton's start outside PID 1).
+func serviceTimeline(sv *services.Supervisor, base time.Time) []control.TimelineEntry {
+	var out []control.TimelineEntry
+	for _, st := range sv.Statuses() {
+		if st.StartedAt.IsZero() {
+			out = append(out, control.TimelineEntry{Name: st.Name, Error: "never started: " + st.Error})
+			continue
+		}
+		e := control.TimelineEntry{Name: st.Name, At: st.StartedAt.Sub(base)}
+		if st.ReadyAt.IsZero() {
+			e.Error = "never ready"
+		} else {
+			e.Took = st.ReadyAt.Sub(st.StartedAt)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func stepTimeline(steps []timing) []control.TimelineEntry {
+	out := make([]control.TimelineEntry, 0, len(steps))
+	for _, s := range steps {
+		e := control.TimelineEntry{Name: s.Name, At: s.At, Took: s.Took}
+		if s.Err != nil {
+			e.Error = s.Err.Error()
+		}
+		out = append(out, e)
+	}
+	return out
+}

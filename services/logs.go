@@ -1,0 +1,125 @@
+package services
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/baton-init/baton/system"
+)
+
+// LogLine is one line a service wrote.
+type LogLine struct {
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Stream string    `json:"stream"` // stdout or stderr
+	Text   string    `json:"text"`
+}
+
+// LogRing keeps the last lines of a service in memory. Followers wait on Changed, which is
+// closed and replaced on every new line.
+type LogRing struct {
+	mu      sync.Mutex
+	lines   []LogLine // circular once full
+	start   int
+	next    uint64
+	changed chan struct{}
+}
+
+// DefaultLogLines is how many lines each service keeps.
+const DefaultLogLines = 1000
+
+// maxLineLen splits longer lines, so one runaway line cannot hold a whole buffer.
+const maxLineLen = 4096
+
+func newLogRing(capacity int) *LogRing {
+	return &LogRing{lines: make([]LogLine, 0, capacity), changed: make(chan struct{}), next: 1}
+}
+
+func (r *LogRing) add(stream, text string) LogLine {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := LogLine{Seq: r.next, Time: time.Now(), Stream: stream, Text: text}
+	r.next++
+	if len(r.lines) < cap(r.lines) {
+		r.lines = append(r.lines, l)
+	} else {
+		r.lines[r.start] = l
+		r.start = (r.start + 1) % len(r.lines)
+	}
+	close(r.changed)
+	r.changed = make(chan struct{})
+	return l
+}
+
+// Since returns the lines with Seq > after (all kept lines for 0), oldest first, and a
+// channel closed when a newer line arrives.
+func (r *LogRing) Since(after uint64) ([]LogLine, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []LogLine
+	for i := 0; i < len(r.lines); i++ {
+		l := r.lines[(r.start+i)%len(r.lines)]
+		if l.Seq > after {
+			out = append(out, l)
+		}
+	}
+	return out, r.changed
+}
+
+// Tail returns the last n lines (all for n <= 0).
+func (r *LogRing) Tail(n int) []LogLine {
+	all, _ := r.Since(0)
+	if n > 0 && len(all) > n {
+		all = all[len(all)-n:]
+	}
+	return all
+}
+
+// logPipe is one output stream of a service: the write end goes to every run of the service
+// (and so to everything it starts), the read end is drained into the ring and the console.
+type logPipe struct {
+	w *os.File
+}
+
+func startLogPipe(name, stream string, ring *LogRing, console io.Writer, consoleMu *sync.Mutex) (*logPipe, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("service %s: %s pipe: %w", name, stream, err)
+	}
+	go func() {
+		defer r.Close()
+		br := bufio.NewReaderSize(r, maxLineLen)
+		for {
+			line, err := readLine(br)
+			if line != "" || err == nil {
+				ring.add(stream, line)
+				if console != nil {
+					consoleMu.Lock()
+					fmt.Fprintf(console, "[%10.6f] %s: %s\n", system.Uptime().Seconds(), name, line)
+					consoleMu.Unlock()
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return &logPipe{w: w}, nil
+}
+
+// readLine returns the next line without its newline; a line longer than the buffer comes
+// back in pieces.
+func readLine(br *bufio.Reader) (string, error) {
+	b, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		return string(b), nil
+	}
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		b = b[:n-1]
+	}
+	return string(b), err
+}
