@@ -64,24 +64,24 @@ type Service struct {
 	notify *handoff.NotifySocket
 	ops    sync.Mutex // serialises Start, Stop and Restart of this service
 
-	mu        sync.Mutex
-	cond      *sync.Cond
-	state     State
-	act       *activation
-	pid       int
-	cgroup    string
-	started   time.Time // of the current run
-	readyAt   time.Time
-	firstUp   time.Time // first start of this boot, for the timeline
-	firstRdy  time.Time
-	restarts  int
-	failures  []time.Time // recent restarts, for the restart limit
-	lastExit  *system.Exit
-	lastErr   error
-	statusMsg string // the service's own STATUS=
-	outcomes  int    // start attempts that ended in ready or failure
-	outcome   error  // the latest attempt's result
-	runDecided bool  // the current run's attempt has an outcome
+	mu         sync.Mutex
+	cond       *sync.Cond
+	state      State
+	act        *activation
+	pid        int
+	cgroup     string
+	started    time.Time // of the current run
+	readyAt    time.Time
+	firstUp    time.Time // first start of this boot, for the timeline
+	firstRdy   time.Time
+	restarts   int
+	failures   []time.Time // recent restarts, for the restart limit
+	lastExit   *system.Exit
+	lastErr    error
+	statusMsg  string // the service's own STATUS=
+	outcomes   int    // start attempts that ended in ready or failure
+	outcome    error  // the latest attempt's result
+	runDecided bool   // the current run's attempt has an outcome
 }
 
 func newService(spec config.Service, e *env) (*Service, error) {
