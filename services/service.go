@@ -82,6 +82,8 @@ type Service struct {
 	outcomes   int    // start attempts that ended in ready or failure
 	outcome    error  // the latest attempt's result
 	runDecided bool   // the current run's attempt has an outcome
+	// notifyDropped counts notify datagrams refused: not from the service's processes.
+	notifyDropped int
 }
 
 func newService(spec config.Service, e *env) (*Service, error) {
@@ -204,6 +206,7 @@ func (s *Service) runOnce(act *activation) (system.Exit, error) {
 	exited, err := s.startLocked(id, idErr)
 	if err != nil {
 		s.lastErr = err
+		s.setState(Failed) // until the loop decides to try again
 		s.recordOutcome(err)
 		s.mu.Unlock()
 		s.log.Error("start failed", "err", err)

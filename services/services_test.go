@@ -1,7 +1,9 @@
 package services
 
 import (
+	"errors"
 	"io"
+	"net"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,6 +23,10 @@ import (
 var reaper *system.Reaper
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv("BATON_TEST_HELPER"); mode != "" {
+		helper(mode)
+		return
+	}
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		panic(err)
 	}
@@ -250,5 +256,241 @@ func waitFile(t *testing.T, path string, ok ...func(string) bool) {
 			t.Fatalf("%s: not written as expected within 5s (%q, %v)", path, data, err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRestartLimitMarksFailed(t *testing.T) {
+	sv := supervisor(t, config.Service{Name: "flappy", Restart: config.RestartAlways, Exec: sh("exit 1"),
+		RestartLimit: 3, RestartWindow: dur(10 * time.Second), RestartDelay: dur(10 * time.Millisecond), RestartDelayMax: dur(20 * time.Millisecond)})
+	sv.StartAll()
+	s := sv.Service("flappy")
+	if !s.WaitUntil(func(st Status) bool { return st.State == Failed }, 10*time.Second) {
+		t.Fatalf("not failed: %+v", s.Status())
+	}
+	st := s.Status()
+	if st.Restarts != 3 || !strings.Contains(st.Error, "restarted more than 3 times in 10s") {
+		t.Errorf("status %+v, want 3 restarts and the limit named", st)
+	}
+	// A manual start is a new chance.
+	if err := sv.Start("flappy"); err != nil {
+		t.Errorf("start after failure: %v", err)
+	}
+}
+
+func TestPrivilegeDrop(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to change user")
+	}
+	sv := supervisor(t, config.Service{Name: "lowly", User: "nobody", Exec: sh("echo uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME; sleep 100")})
+	sv.StartAll()
+	s := sv.Service("lowly")
+	line := waitLog(t, s, "uid=")
+	if line != "uid=65534 gid=65534 groups=65534 home=/nonexistent" {
+		t.Errorf("service runs as %q, want nobody with no supplementary groups", line)
+	}
+}
+
+func TestUnknownUserFailsToStart(t *testing.T) {
+	sv := supervisor(t, config.Service{Name: "who", User: "no-such-user", Exec: sh("true")})
+	r := sv.StartAll()
+	if r[0].Err == nil || !strings.Contains(r[0].Err.Error(), `user "no-such-user"`) {
+		t.Errorf("start error = %v, want it to name the user", r[0].Err)
+	}
+}
+
+func TestLogsCaptureAndFollow(t *testing.T) {
+	sv := supervisor(t, config.Service{Name: "chatty", Exec: sh("echo one; echo two >&2; sleep 100")})
+	sv.StartAll()
+	s := sv.Service("chatty")
+	waitLog(t, s, "two")
+	waitLog(t, s, "one")
+	// stdout and stderr are separate pipes: their relative order is not kept.
+	lines := s.Logs.Tail(0)
+	streams := map[string]string{}
+	for _, l := range lines {
+		streams[l.Text] = l.Stream
+	}
+	if len(lines) != 2 || streams["one"] != "stdout" || streams["two"] != "stderr" {
+		t.Fatalf("captured %+v", lines)
+	}
+	// Follow: wait for each line newer than the last seen.
+	sv2 := supervisor(t, config.Service{Name: "ticker", Exec: sh("for i in 1 2 3; do echo tick $i; sleep 0.05; done; sleep 100")})
+	sv2.StartAll()
+	tick := sv2.Service("ticker")
+	var got []string
+	var last uint64
+	deadline := time.After(5 * time.Second)
+	for len(got) < 3 {
+		news, ch := tick.Logs.Since(last)
+		for _, l := range news {
+			got = append(got, l.Text)
+			last = l.Seq
+		}
+		if len(got) >= 3 {
+			break
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("followed %v, want 3 ticks", got)
+		}
+	}
+	if strings.Join(got, ",") != "tick 1,tick 2,tick 3" {
+		t.Errorf("followed %v", got)
+	}
+}
+
+func TestLogRingIsBounded(t *testing.T) {
+	r := newLogRing(3)
+	for i := 0; i < 5; i++ {
+		r.add("stdout", strconv.Itoa(i))
+	}
+	var texts []string
+	for _, l := range r.Tail(0) {
+		texts = append(texts, l.Text)
+	}
+	if strings.Join(texts, ",") != "2,3,4" {
+		t.Errorf("ring kept %v, want the last 3", texts)
+	}
+	if l := r.Tail(2); len(l) != 2 || l[0].Text != "3" {
+		t.Errorf("Tail(2) = %+v", l)
+	}
+}
+
+func TestNotifyReadiness(t *testing.T) {
+	exe, env := helperExec("notify-ready")
+	sv := supervisor(t, config.Service{Name: "slow", Ready: config.ReadyNotify, Exec: exe, Env: env})
+	start := time.Now()
+	r := sv.StartAll()
+	if r[0].Err != nil {
+		t.Fatalf("start: %v", r[0].Err)
+	}
+	if took := time.Since(start); took < 150*time.Millisecond {
+		t.Errorf("start returned after %v, before the service sent READY=1 (150ms)", took)
+	}
+	st := sv.Service("slow").Status()
+	if st.State != Running || st.Status != "warming up done" {
+		t.Errorf("status %+v, want running with its STATUS=", st)
+	}
+}
+
+func TestNotifyStartTimeout(t *testing.T) {
+	exe, env := helperExec("notify-never")
+	sv := supervisor(t, config.Service{Name: "mute", Ready: config.ReadyNotify, Exec: exe, Env: env,
+		StartTimeout: dur(300 * time.Millisecond)})
+	r := sv.StartAll()
+	if r[0].Err == nil || !strings.Contains(r[0].Err.Error(), "no READY=1 within start_timeout 300ms") {
+		t.Fatalf("start error = %v", r[0].Err)
+	}
+	s := sv.Service("mute")
+	if !s.WaitUntil(func(st Status) bool { return st.State == Failed && st.Pid == 0 }, 5*time.Second) {
+		t.Errorf("status %+v, want failed and killed", s.Status())
+	}
+}
+
+func TestForgedNotifyIsIgnored(t *testing.T) {
+	readyFile := filepath.Join(t.TempDir(), "go")
+	exe, env := helperExec("notify-after-file")
+	sv := supervisor(t, config.Service{Name: "victim", Ready: config.ReadyNotify, Exec: exe, Env: append(env, "READY_FILE="+readyFile)})
+	s := sv.Service("victim")
+	done := make(chan error, 1)
+	go func() { done <- sv.Start("victim") }()
+	if !s.WaitUntil(func(st Status) bool { return st.Pid != 0 }, 5*time.Second) {
+		t.Fatal("not started")
+	}
+	// This test process is not in the service's tree: its READY=1 must be dropped.
+	if err := sendNotify(s.notify.Path, "READY=1\nSTATUS=forged"); err != nil {
+		t.Fatal(err)
+	}
+	if !s.WaitUntil(func(st Status) bool { return st.NotifyDropped == 1 }, 5*time.Second) {
+		t.Fatalf("forged message not counted as dropped: %+v", s.Status())
+	}
+	if st := s.Status(); st.State != Starting || st.Status == "forged" {
+		t.Fatalf("forged READY=1 was obeyed: %+v", st)
+	}
+	os.WriteFile(readyFile, nil, 0o644)
+	if err := <-done; err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if st := s.Status(); st.State != Running {
+		t.Errorf("after the real READY=1: %+v", st)
+	}
+}
+
+func sendNotify(path, msg string) error {
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write([]byte(msg))
+	return err
+}
+
+func TestRequires(t *testing.T) {
+	sv := supervisor(t,
+		config.Service{Name: "db", Exec: []string{"/nonexistent/db"}},
+		config.Service{Name: "app", Exec: sh("sleep 100"), Requires: []string{"db"}},
+		config.Service{Name: "side", Exec: sh("sleep 100"), After: []string{"db"}},
+	)
+	reports := sv.StartAll()
+	errs := map[string]error{}
+	for _, r := range reports {
+		errs[r.Name] = r.Err
+	}
+	if errs["app"] == nil || !strings.Contains(errs["app"].Error(), "requires db, which is failed") {
+		t.Errorf("app: %v, want it refused because db failed", errs["app"])
+	}
+	if errs["side"] != nil {
+		t.Errorf("side (only ordered after db) did not start: %v", errs["side"])
+	}
+	if st := sv.Service("app").Status(); st.State != Failed || st.Pid != 0 {
+		t.Errorf("app: %+v", st)
+	}
+}
+
+func TestStopStopsDependentsFirst(t *testing.T) {
+	sv := supervisor(t,
+		config.Service{Name: "db", Exec: sh("sleep 100")},
+		config.Service{Name: "app", Exec: sh("sleep 100"), Requires: []string{"db"}},
+	)
+	sv.StartAll()
+	if _, err := sv.Stop("db"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"app", "db"} {
+		if st := sv.Service(n).Status(); st.State != Stopped {
+			t.Errorf("%s: %s, want stopped", n, st.State)
+		}
+	}
+	if err := sv.Start("app"); err != nil { // starts db first
+		t.Fatal(err)
+	}
+	if st := sv.Service("db").Status(); st.State != Running {
+		t.Errorf("db not started for app: %+v", st)
+	}
+	if _, err := sv.Stop("nope"); !errors.Is(err, ErrUnknown) {
+		t.Errorf("Stop(nope) = %v, want ErrUnknown", err)
+	}
+}
+
+// waitLog waits for a log line containing substr and returns it.
+func waitLog(t *testing.T, s *Service, substr string) string {
+	t.Helper()
+	var last uint64
+	deadline := time.After(5 * time.Second)
+	for {
+		lines, changed := s.Logs.Since(last)
+		for _, l := range lines {
+			if strings.Contains(l.Text, substr) {
+				return l.Text
+			}
+			last = l.Seq
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("no log line with %q; logs: %+v; status %+v", substr, s.Logs.Tail(0), s.Status())
+		}
 	}
 }

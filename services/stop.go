@@ -130,6 +130,10 @@ func (s *Service) readNotify() {
 		m.CloseFds() // fds without a store to keep them are closed, as systemd does
 		if !s.belongs(m.Pid) {
 			s.log.Warn("notify message from a process outside the service dropped", "pid", m.Pid)
+			s.mu.Lock()
+			s.notifyDropped++
+			s.cond.Broadcast()
+			s.mu.Unlock()
 			continue
 		}
 		s.applyNotify(m.Fields)
