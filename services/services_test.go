@@ -3,8 +3,8 @@ package services
 import (
 	"errors"
 	"io"
-	"net"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
