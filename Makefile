@@ -12,7 +12,7 @@ CONTROL_PORT ?= 7000
 COMPRESS   ?= gzip
 QEMU_ACCEL ?= $(if $(BATON_QEMU_ACCEL),$(BATON_QEMU_ACCEL),tcg)
 
-BINS := $(OUT)/bin/init $(OUT)/bin/web $(OUT)/bin/testsvc
+BINS := $(OUT)/bin/init $(OUT)/bin/initctl $(OUT)/bin/web $(OUT)/bin/testsvc
 
 .PHONY: all run test unit qemu-test image bench deps qemu kernel vet clean
 all: image
@@ -31,6 +31,9 @@ kernel:
 # --- build ------------------------------------------------------------------------------
 $(OUT)/bin/init: FORCE
 	$(GOBUILD) -o $@ ./init
+# initctl is the init binary under another name (argv[0]); this one runs on the host.
+$(OUT)/bin/initctl: FORCE
+	$(GOBUILD) -o $@ ./init
 $(OUT)/bin/web: FORCE
 	$(GOBUILD) -ldflags '-s -w -X main.version=$(VERSION)' -o $@ ./examples/web
 $(OUT)/bin/testsvc: FORCE
@@ -39,12 +42,13 @@ FORCE:
 
 image: kernel $(BINS)
 	$(GO) run ./images/cmd/mkimage -config examples/baton.toml -init $(OUT)/bin/init \
-	  -bindir $(OUT)/bin -kernel-modules $(KERNEL_DIR)/lib/modules -compress $(COMPRESS) \
+	  -bindir $(OUT)/bin -kernel-modules $(KERNEL_DIR)/lib/modules -compress $(COMPRESS) -tls-dir $(OUT)/tls \
 	  -o $(OUT)/initramfs.img
 
 # --- run the demo -----------------------------------------------------------------------
 run: qemu image
 	@echo "baton demo: http://127.0.0.1:$(HTTP_PORT)/ (guest port 80)."
+	@echo "Control: $(OUT)/bin/initctl --remote 127.0.0.1:$(CONTROL_PORT) --tls-dir $(OUT)/tls status"
 	@echo "Quit: ctrl-a x (QEMU), or ctrl-a c then 'sendkey ctrl-alt-delete' for an orderly reboot (ends QEMU)."
 	qemu-system-x86_64 -accel $(QEMU_ACCEL) -m 512 -nodefaults -no-reboot -nographic \
 	  -serial mon:stdio -kernel $$(ls $(KERNEL_DIR)/boot/vmlinuz-* | head -n1) \

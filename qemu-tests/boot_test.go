@@ -50,8 +50,13 @@ func TestQEMUBootDemo(t *testing.T) {
 		var info struct {
 			Hostname, Release, Modprobe string
 			Modules, Mounts             []string
+			Pid1RSS                     string `json:"pid1_rss"`
 		}
 		mustJSON(t, vm.Get(t, testPort, "/info"), &info)
+		t.Logf("PID 1 resident memory with the services running: %s", info.Pid1RSS)
+		if info.Pid1RSS == "" {
+			t.Errorf("no VmRSS for PID 1")
+		}
 		if info.Hostname != "baton-test" {
 			t.Errorf("hostname = %q", info.Hostname)
 		}

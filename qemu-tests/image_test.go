@@ -15,6 +15,10 @@ var (
 	imageOnce sync.Once
 	imagePath string
 	imageErr  error
+	// hostBin holds the binaries built for the test image, initctl among them; hostTLS the
+	// client's half of the remote API's certificates.
+	hostBin = filepath.Join(repoRoot, "out/qemu-tests/bin")
+	hostTLS = filepath.Join(repoRoot, "out/qemu-tests/tls")
 )
 
 // testImage builds, once per test run, the appliance the QEMU tests boot: the init binary,
@@ -27,7 +31,8 @@ func testImage(t *testing.T, modules string) string {
 		if imageErr = os.MkdirAll(filepath.Join(dir, "bin"), 0o755); imageErr != nil {
 			return
 		}
-		for name, pkg := range map[string]string{"init": "./init", "web": "./examples/web", "testsvc": "./qemu-tests/testsvc"} {
+		// initctl is the init binary under another name; this one runs on the host.
+		for name, pkg := range map[string]string{"init": "./init", "initctl": "./init", "web": "./examples/web", "testsvc": "./qemu-tests/testsvc"} {
 			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=test",
 				"-o", filepath.Join(dir, "bin", name), pkg)
 			cmd.Dir = repoRoot
@@ -44,6 +49,7 @@ func testImage(t *testing.T, modules string) string {
 			Files:         map[string]string{"/etc/baton/broken.toml": filepath.Join(repoRoot, "qemu-tests/testdata/broken.toml")},
 			KernelModules: []string{modules},
 			Carry:         []string{"squashfs"},
+			TLSDir:        filepath.Join(dir, "tls"),
 		})
 		if err != nil {
 			imageErr = err

@@ -100,6 +100,7 @@ func info(w http.ResponseWriter, r *http.Request) {
 		"cmdline":  strings.TrimSpace(string(cmdline)),
 		"modprobe": strings.TrimSpace(string(modprobe)),
 		"mounts":   mountTargets(),
+		"pid1_rss": statusField(1, "VmRSS"),
 	})
 }
 
@@ -202,4 +203,15 @@ func utsString(b []int8) string {
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// statusField returns one field of /proc/PID/status, e.g. VmRSS ("10240 kB").
+func statusField(pid int, key string) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && k == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
