@@ -92,6 +92,28 @@ type Service struct {
 
 	MemoryMax string `toml:"memory_max"` // cgroup memory.max, e.g. "64M" or "max"
 	PidsMax   int    `toml:"pids_max"`   // cgroup pids.max
+
+	// Watchdog: a service that sends no WATCHDOG=1 for this long is killed and counts as failed.
+	Watchdog Duration `toml:"watchdog"`
+	// FDStoreMax bounds the fds the service may keep in baton (FDSTORE=1); 0 disables the store.
+	FDStoreMax int `toml:"fdstore_max"`
+	// UpgradeTimeout bounds how long a new version has to become ready during an upgrade.
+	UpgradeTimeout Duration `toml:"upgrade_timeout"`
+
+	Socket []Socket `toml:"socket"`
+}
+
+// Socket is a listening socket PID 1 binds before the service starts and holds across its
+// restarts and upgrades; the service gets it through the listen-fd protocol.
+type Socket struct {
+	Name      string `toml:"name"`       // LISTEN_FDNAMES entry; default: the service's name
+	Listen    string `toml:"listen"`     // tcp://, tcp6://, udp://, udp6://, unix://, unixgram://, unixpacket://
+	Backlog   int    `toml:"backlog"`    // listen(2) backlog (default 4096)
+	ReusePort bool   `toml:"reuse_port"` // SO_REUSEPORT
+	V6Only    *bool  `toml:"v6only"`     // IPV6_V6ONLY for tcp6/udp6 (default: the kernel's)
+	Mode      string `toml:"mode"`       // unix socket file mode, octal (default "0666")
+	Owner     string `toml:"owner"`      // unix socket file owner (user name or uid)
+	Group     string `toml:"group"`      // unix socket file group
 }
 
 // Deps is everything s is ordered after: After and Requires.
@@ -126,6 +148,8 @@ const (
 	DefaultRestartLimit    = 5
 	DefaultRestartWindow   = 10 * time.Second
 	DefaultStopSignal      = "SIGTERM"
+	DefaultUpgradeTimeout  = 30 * time.Second
+	DefaultBacklog         = 4096
 )
 
 // Error is a problem in a config file, located as precisely as the file allows.
@@ -237,4 +261,17 @@ func (s *Service) ApplyDefaults() {
 	setDefault(&s.RestartDelay, DefaultRestartDelay)
 	setDefault(&s.RestartDelayMax, DefaultRestartDelayMax)
 	setDefault(&s.RestartWindow, DefaultRestartWindow)
+	setDefault(&s.UpgradeTimeout, DefaultUpgradeTimeout)
+	for i := range s.Socket {
+		so := &s.Socket[i]
+		if so.Name == "" {
+			so.Name = s.Name
+		}
+		if so.Backlog == 0 {
+			so.Backlog = DefaultBacklog
+		}
+		if so.Mode == "" {
+			so.Mode = "0666"
+		}
+	}
 }

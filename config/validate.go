@@ -7,6 +7,7 @@ import (
 	"path"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -112,6 +113,29 @@ func (c *Config) validateServices() []problem {
 		}
 		if s.PidsMax < 0 {
 			add(k+".pids_max", "service %q: %d is negative", s.Name, s.PidsMax)
+		}
+		if s.FDStoreMax < 0 || s.FDStoreMax > 1024 {
+			add(k+".fdstore_max", "service %q: %d is out of range (0-1024)", s.Name, s.FDStoreMax)
+		}
+		names := map[string]bool{}
+		for j, so := range s.Socket {
+			sk := fmt.Sprintf("%s.socket[%d]", k, j)
+			if _, err := ParseListen(so.Listen); err != nil {
+				add(sk+".listen", "service %q: %v", s.Name, err)
+			}
+			if names[so.Name] {
+				add(sk+".name", "service %q: two sockets named %q", s.Name, so.Name)
+			}
+			if strings.ContainsAny(so.Name, ": \n") {
+				add(sk+".name", "service %q: socket name %q may not contain ':', spaces or newlines (LISTEN_FDNAMES)", s.Name, so.Name)
+			}
+			names[so.Name] = true
+			if _, err := strconv.ParseUint(so.Mode, 8, 32); err != nil {
+				add(sk+".mode", "service %q: %q is not an octal file mode", s.Name, so.Mode)
+			}
+			if so.Backlog < 0 {
+				add(sk+".backlog", "service %q: %d is negative", s.Name, so.Backlog)
+			}
 		}
 		if s.Group != "" && s.User == "" {
 			add(k+".group", "service %q: group without user (set user too)", s.Name)

@@ -8,12 +8,15 @@ import (
 	"path/filepath"
 
 	"github.com/baton-init/baton/control"
+	"github.com/baton-init/baton/handoff"
 )
 
 func main() {
 	switch {
 	case filepath.Base(os.Args[0]) == "initctl":
 		os.Exit(control.InitctlMain(os.Args[1:], os.Stdout, os.Stderr))
+	case filepath.Base(os.Args[0]) == "baton-exec":
+		os.Exit(handoff.ShimMain(os.Args[1:]))
 	case filepath.Base(os.Args[0]) == "modprobe":
 		os.Exit(modprobeMain(os.Args[1:]))
 	case os.Getpid() == 1:

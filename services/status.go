@@ -1,6 +1,10 @@
 package services
 
-import "time"
+import (
+	"time"
+
+	"github.com/baton-init/baton/handoff"
+)
 
 // Status is a snapshot of a service, as the control API shows it.
 type Status struct {
@@ -20,6 +24,28 @@ type Status struct {
 	NotifyDropped int       `json:"notify_dropped,omitempty"`
 	StartedAt     time.Time `json:"started_at,omitzero"` // first start this boot
 	ReadyAt       time.Time `json:"ready_at,omitzero"`   // first ready this boot
+	Upgrades      int       `json:"upgrades,omitempty"`
+	MainPid       int       `json:"main_pid,omitempty"` // MAINPID= as the service reported it
+	Reloading     bool      `json:"reloading,omitempty"`
+	// Sockets are the sockets baton holds for the service; Stored its fd store.
+	Sockets []SocketStatus     `json:"sockets,omitempty"`
+	Stored  []handoff.StoredFD `json:"stored,omitempty"`
+	// Generations lists both versions while an upgrade runs.
+	Generations []GenerationStatus `json:"generations,omitempty"`
+}
+
+// SocketStatus is one held socket.
+type SocketStatus struct {
+	Name   string `json:"name"`
+	Listen string `json:"listen"`
+}
+
+// GenerationStatus is one version of a service during an upgrade.
+type GenerationStatus struct {
+	Role  string    `json:"role"` // old or new
+	Pid   int       `json:"pid"`
+	Since time.Time `json:"since"`
+	Ready bool      `json:"ready"`
 }
 
 // Status returns a snapshot.
@@ -41,6 +67,17 @@ func (s *Service) statusLocked() Status {
 	}
 	if s.lastErr != nil {
 		st.Error = s.lastErr.Error()
+	}
+	st.Upgrades, st.MainPid, st.Reloading = s.upgrades, s.mainPid, s.reloading
+	for _, h := range s.held {
+		st.Sockets = append(st.Sockets, SocketStatus{Name: h.Spec.Name, Listen: h.Spec.Listen})
+	}
+	st.Stored = s.store.List()
+	if s.next != nil && s.cur != nil {
+		st.Generations = []GenerationStatus{
+			{Role: "old", Pid: s.cur.pid, Since: s.cur.started, Ready: true},
+			{Role: "new", Pid: s.next.pid, Since: s.next.started, Ready: s.next.ready},
+		}
 	}
 	return st
 }

@@ -8,7 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/config"
-	"github.com/baton-init/baton/system"
 )
 
 // start begins an activation and waits for the first attempt's outcome: ready, or why not.
@@ -42,7 +41,8 @@ func (s *Service) start() error {
 }
 
 // stop ends the activation: the stop signal to the whole tree, SIGKILL after the stop timeout.
-// It returns once the program is gone and reports whether it had to be killed.
+// A new version being started by an upgrade is killed first. It returns once the program is
+// gone and reports whether it had to be killed.
 func (s *Service) stop() (killed bool) {
 	s.mu.Lock()
 	act := s.act
@@ -51,15 +51,17 @@ func (s *Service) stop() (killed bool) {
 		return false
 	}
 	act.stopReq = true
-	pid := s.pid
-	if pid != 0 {
+	cur := s.cur
+	if cur != nil {
 		s.setState(Stopping)
 	}
 	s.cond.Broadcast()
 	s.mu.Unlock()
+	s.wake()
+	s.waitUpgradeDone()
 
-	if pid != 0 {
-		killed = s.terminate(pid, act)
+	if cur != nil && !cur.ended() {
+		killed = s.terminate(cur)
 	}
 	<-act.done
 	s.mu.Lock()
@@ -69,123 +71,76 @@ func (s *Service) stop() (killed bool) {
 	return killed
 }
 
-func (s *Service) terminate(pid int, act *activation) bool {
-	sig, _ := config.SignalByName(s.Spec.StopSignal)
-	timeout := s.Spec.StopTimeout.Duration
-	s.signalTree(pid, sig)
-	s.signalTree(pid, unix.SIGCONT) // a stopped process cannot act on the signal
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-act.done:
-		s.log.Info("stopped", "pid", pid)
-		return false
-	case <-t.C:
+// waitUpgradeDone waits until no upgrade is running (a stop makes a running one give up).
+func (s *Service) waitUpgradeDone() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.upgrading {
+		s.cond.Wait()
 	}
-	s.log.Warn("did not stop in time; killing it", "pid", pid, "stop_timeout", timeout)
-	s.killTree(pid)
-	<-act.done
+}
+
+// terminate stops generation g: its stop signal to its tree, SIGKILL after the stop timeout
+// (which EXTEND_TIMEOUT_USEC may extend). It reports whether SIGKILL was needed.
+func (s *Service) terminate(g *generation) bool {
+	sig, _ := config.SignalByName(s.Spec.StopSignal)
+	s.signalTree(g.pid, sig)
+	s.signalTree(g.pid, unix.SIGCONT) // a stopped process cannot act on the signal
+	s.mu.Lock()
+	deadline := time.Now().Add(s.Spec.StopTimeout.Duration)
+	s.stopDeadline = deadline
+	ended := s.waitLocked(deadline, g.ended)
+	for !ended && s.stopDeadline.After(deadline) { // extended meanwhile
+		deadline = s.stopDeadline
+		ended = s.waitLocked(deadline, g.ended)
+	}
+	s.mu.Unlock()
+	if ended {
+		s.log.Info("stopped", "pid", g.pid)
+		return false
+	}
+	s.log.Warn("did not stop in time; killing it", "pid", g.pid, "stop_timeout", s.Spec.StopTimeout)
+	s.killGroup(g.pid)
+	s.mu.Lock()
+	current := s.cur == g
+	s.mu.Unlock()
+	if current {
+		s.killCgroup()
+	}
+	<-g.done
 	return true
 }
 
-// signalTree sends sig to the service's process group and to everything in its cgroup (which
-// also holds processes that started a session of their own).
+// signalTree sends sig to a generation's process group and, when it is the only generation,
+// to everything in the service's cgroup (which also holds processes that left the group).
 func (s *Service) signalTree(pid int, sig unix.Signal) {
 	if err := unix.Kill(-pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
 		s.log.Warn("signal failed", "pid", pid, "signal", unix.SignalName(sig), "err", err)
 	}
 	s.mu.Lock()
-	dir := s.cgroup
+	dir, alone := s.cgroup, s.next == nil
 	s.mu.Unlock()
-	if dir != "" {
+	if dir != "" && alone {
 		for _, p := range cgroupProcs(dir) {
 			_ = unix.Kill(p, sig)
 		}
 	}
 }
 
-// killTree SIGKILLs whatever is left of the service's tree.
-func (s *Service) killTree(pid int) {
-	_ = unix.Kill(-pid, unix.SIGKILL)
+// killGroup SIGKILLs a generation's process group.
+func (s *Service) killGroup(pid int) { _ = unix.Kill(-pid, unix.SIGKILL) }
+
+// killCgroup SIGKILLs everything in the service's cgroup; only when no other generation runs.
+func (s *Service) killCgroup() {
 	s.mu.Lock()
-	dir := s.cgroup
+	dir, alone := s.cgroup, s.next == nil
 	s.mu.Unlock()
-	if dir != "" {
-		if err := cgroupKill(dir); err != nil && len(cgroupProcs(dir)) > 0 {
-			s.log.Warn("cgroup.kill failed", "cgroup", dir, "err", err)
-		}
+	if dir == "" || !alone {
+		return
 	}
-}
-
-// readNotify handles the service's notify datagrams for its whole life.
-func (s *Service) readNotify() {
-	for {
-		m, err := s.notify.Read()
-		if err != nil && m.Fields == nil {
-			return // socket closed
-		}
-		if err != nil {
-			s.log.Warn("notify", "err", err)
-		}
-		m.CloseFds() // fds without a store to keep them are closed, as systemd does
-		if !s.belongs(m.Pid) {
-			s.log.Warn("notify message from a process outside the service dropped", "pid", m.Pid)
-			s.mu.Lock()
-			s.notifyDropped++
-			s.cond.Broadcast()
-			s.mu.Unlock()
-			continue
-		}
-		s.applyNotify(m.Fields)
+	if err := cgroupKill(dir); err != nil && len(cgroupProcs(dir)) > 0 {
+		s.log.Warn("cgroup.kill failed", "cgroup", dir, "err", err)
 	}
-}
-
-func (s *Service) applyNotify(f map[string]string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if v, ok := f["STATUS"]; ok {
-		s.statusMsg = v
-		s.cond.Broadcast()
-	}
-	if f["READY"] == "1" && s.state == Starting && s.pid != 0 && !s.runDecided {
-		s.markReadyLocked()
-		s.log.Info("ready", "after", time.Since(s.started).Round(time.Millisecond))
-	}
-	if f["STOPPING"] == "1" && s.state == Running {
-		s.setState(Stopping)
-	}
-}
-
-// belongs reports whether pid is the service's main process or one of its descendants: in its
-// cgroup, or with the main process among its ancestors.
-func (s *Service) belongs(pid int) bool {
-	s.mu.Lock()
-	main, dir := s.pid, s.cgroup
-	s.mu.Unlock()
-	if pid <= 0 || main == 0 {
-		return false
-	}
-	if pid == main {
-		return true
-	}
-	if dir != "" {
-		for _, p := range cgroupProcs(dir) {
-			if p == pid {
-				return true
-			}
-		}
-	}
-	for p, hops := pid, 0; p > 1 && hops < 64; hops++ {
-		st, err := system.ReadProcStat(p)
-		if err != nil {
-			return false
-		}
-		if st.PPid == main {
-			return true
-		}
-		p = st.PPid
-	}
-	return false
 }
 
 // ErrUnknown is returned for a service name that is not configured.

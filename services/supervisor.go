@@ -21,6 +21,9 @@ type Options struct {
 	Console io.Writer // each line a service writes is echoed here, prefixed with its name
 	RunDir  string    // notify sockets go to RunDir/notify; "" for none
 	Cgroups *Cgroups  // nil: process groups only
+	// Shim is the binary that, run as "baton-exec", sets LISTEN_PID and execs a service;
+	// default: this program (the init binary dispatches on that name).
+	Shim string
 }
 
 // Supervisor runs a set of services.
@@ -32,7 +35,14 @@ type Supervisor struct {
 
 // New prepares the services of cfg, in dependency order.
 func New(cfg *config.Config, o Options) (*Supervisor, error) {
-	e := &env{log: o.Log, reaper: o.Reaper, console: o.Console, consoleMu: &sync.Mutex{}, cgroups: o.Cgroups}
+	e := &env{log: o.Log, reaper: o.Reaper, console: o.Console, consoleMu: &sync.Mutex{}, cgroups: o.Cgroups, shim: o.Shim}
+	if e.shim == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the exec shim (this binary): %w", err)
+		}
+		e.shim = exe
+	}
 	if o.RunDir != "" {
 		e.notifyDir = filepath.Join(o.RunDir, "notify")
 		if err := os.MkdirAll(e.notifyDir, 0o755); err != nil {
@@ -134,6 +144,10 @@ func (sv *Supervisor) Stop(name string) ([]string, error) {
 	if s.stop() {
 		killed = append(killed, name)
 	}
+	// An explicit stop flushes the fd store; crashes, restarts and upgrades keep it.
+	if n := s.store.Clear(); n > 0 {
+		s.log.Info("fd store flushed", "count", n)
+	}
 	return killed, nil
 }
 
@@ -163,13 +177,22 @@ func (sv *Supervisor) StopAll() (killed []string) {
 	return killed
 }
 
-// Close releases the supervisor's sockets; call it after StopAll.
+// Upgrade replaces a running service with a new version on the same sockets (see
+// Service.Upgrade).
+func (sv *Supervisor) Upgrade(name, execPath string) (UpgradeReport, error) {
+	s, ok := sv.byName[name]
+	if !ok {
+		return UpgradeReport{}, unknown(name)
+	}
+	return s.Upgrade(execPath)
+}
+
+// Close releases what the supervisor holds (sockets, fd stores, notify sockets); call it after
+// StopAll.
 func (sv *Supervisor) Close() error {
 	var errs []error
 	for _, s := range sv.services {
-		if s.notify != nil {
-			errs = append(errs, s.notify.Close())
-		}
+		errs = append(errs, s.close())
 	}
 	return errors.Join(errs...)
 }

@@ -13,6 +13,7 @@ type ProcStat struct {
 	Comm   string
 	State  byte // R, S, D, Z, …
 	PPid   int
+	Pgrp   int
 	Kernel bool // a kernel thread (PF_KTHREAD)
 }
 
@@ -39,6 +40,7 @@ func parseProcStat(pid int, s string) (ProcStat, error) {
 		return ProcStat{}, fmt.Errorf("/proc/%d/stat: malformed", pid)
 	}
 	ppid, _ := strconv.Atoi(f[1])
+	pgrp, _ := strconv.Atoi(f[2])
 	flags, _ := strconv.ParseUint(f[6], 10, 64)
-	return ProcStat{Pid: pid, Comm: s[open+1 : end], State: f[0][0], PPid: ppid, Kernel: flags&pfKthread != 0}, nil
+	return ProcStat{Pid: pid, Comm: s[open+1 : end], State: f[0][0], PPid: ppid, Pgrp: pgrp, Kernel: flags&pfKthread != 0}, nil
 }

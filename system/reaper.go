@@ -63,14 +63,27 @@ func NewReaper(log *slog.Logger) *Reaper {
 // the same lock the reaper takes to look it up, so even a child that exits at once is
 // delivered. cmd must not use pipes that need cmd.Wait (give it *os.File values).
 func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
+	ch, _, err := r.StartFunc(func() (int, error) {
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	})
+	return ch, err
+}
+
+// StartFunc is Start for a process started some other way (syscall.ForkExec with raw fds):
+// start runs under the reaper's lock and returns the new pid.
+func (r *Reaper) StartFunc(start func() (int, error)) (<-chan Exit, int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := cmd.Start(); err != nil {
-		return nil, err
+	pid, err := start()
+	if err != nil {
+		return nil, 0, err
 	}
 	ch := make(chan Exit, 1)
-	r.waiters[cmd.Process.Pid] = ch
-	return ch, nil
+	r.waiters[pid] = ch
+	return ch, pid, nil
 }
 
 // Orphans is how many exits of processes nobody started through Start were reaped.
