@@ -24,11 +24,12 @@ type ServiceList struct {
 
 // ActionResult is the answer to start, stop, restart and power actions.
 type ActionResult struct {
-	Service string           `json:"service,omitempty"`
-	Action  string           `json:"action"`
-	Took    string           `json:"took"`
-	Killed  []string         `json:"killed,omitempty"` // services that needed SIGKILL
-	Status  *services.Status `json:"status,omitempty"`
+	Service string                  `json:"service,omitempty"`
+	Action  string                  `json:"action"`
+	Took    string                  `json:"took"`
+	Killed  []string                `json:"killed,omitempty"` // services that needed SIGKILL
+	Status  *services.Status        `json:"status,omitempty"`
+	Upgrade *services.UpgradeReport `json:"upgrade,omitempty"`
 }
 
 // Timeline is GET /v1/boot: where boot time went.

@@ -124,6 +124,18 @@ func (c *Client) Action(name, action string) (ActionResult, error) {
 	return r, err
 }
 
+// Upgrade starts a new version of a service (execPath "" keeps the binary) on the same
+// sockets and returns once the old one is gone, or with why the upgrade was abandoned.
+func (c *Client) Upgrade(name, execPath string) (ActionResult, error) {
+	var r ActionResult
+	path := "/v1/services/" + url.PathEscape(name) + "/upgrade"
+	if execPath != "" {
+		path += "?exec=" + url.QueryEscape(execPath)
+	}
+	err := c.call("POST", path, &r)
+	return r, err
+}
+
 // Logs returns a service's last n lines (0: all kept).
 func (c *Client) Logs(name string, n int) ([]services.LogLine, error) {
 	var l []services.LogLine

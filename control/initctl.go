@@ -34,6 +34,7 @@ Commands:
   start NAME...               start (and wait until ready)
   stop NAME...                stop (stop signal, then SIGKILL after stop_timeout)
   restart NAME...             stop, start, wait until ready
+  upgrade NAME [--exec PATH]  new version on the same sockets, then the old one stops
   logs [-f] [-n N] NAME       a service's output (-f: follow; -n: last N lines, 0 all)
   reboot | poweroff | halt    stop services and power the machine
   analyze [--json]            boot timeline, slowest first
@@ -71,7 +72,7 @@ func InitctlMain(args []string, stdout, stderr io.Writer) int {
 	ic := &initctl{c: c, out: stdout, err: stderr}
 	run, ok := map[string]func([]string) error{
 		"status": ic.status, "start": ic.action("start"), "stop": ic.action("stop"),
-		"restart": ic.action("restart"), "logs": ic.logs, "reboot": ic.power("reboot"),
+		"restart": ic.action("restart"), "upgrade": ic.upgrade, "logs": ic.logs, "reboot": ic.power("reboot"),
 		"poweroff": ic.power("poweroff"), "halt": ic.power("halt"), "analyze": ic.analyze,
 	}[cmd]
 	if !ok {
@@ -157,6 +158,9 @@ func (ic *initctl) status(args []string) error {
 		}
 		return enc.Encode(list)
 	}
+	if len(names) == 1 {
+		return ic.statusDetail(list[0])
+	}
 	tw := tabwriter.NewWriter(ic.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tUPTIME\tRESTARTS\tLAST EXIT\tSTATUS")
 	for _, s := range list {
@@ -166,6 +170,39 @@ func (ic *initctl) status(args []string) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, dash(pidString(s.Pid)), dash(s.Uptime),
 			s.Restarts, dash(s.LastExit), note)
+	}
+	return tw.Flush()
+}
+
+// statusDetail prints one service in full: what the table has, plus sockets, stored fds and,
+// during an upgrade, both generations.
+func (ic *initctl) statusDetail(s services.Status) error {
+	tw := tabwriter.NewWriter(ic.out, 0, 4, 1, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	row("service", s.Name)
+	row("state", string(s.State))
+	row("pid", pidString(s.Pid))
+	row("uptime", s.Uptime)
+	row("restarts", fmt.Sprint(s.Restarts))
+	if s.Upgrades > 0 {
+		row("upgrades", fmt.Sprint(s.Upgrades))
+	}
+	row("last exit", s.LastExit)
+	row("status", s.Status)
+	row("error", s.Error)
+	row("cgroup", s.Cgroup)
+	for _, g := range s.Generations {
+		row("generation", fmt.Sprintf("%s pid %d (ready: %v)", g.Role, g.Pid, g.Ready))
+	}
+	for _, so := range s.Sockets {
+		row("socket", so.Name+" "+so.Listen)
+	}
+	for _, f := range s.Stored {
+		row("stored fd", fmt.Sprintf("%s (%s)", f.Name, f.Kind))
 	}
 	return tw.Flush()
 }
@@ -188,6 +225,33 @@ func (ic *initctl) action(action string) func([]string) error {
 		}
 		return nil
 	}
+}
+
+func (ic *initctl) upgrade(args []string) error {
+	fs := flag.NewFlagSet("upgrade", flag.ContinueOnError)
+	exec := fs.String("exec", "", "")
+	names, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(names) != 1 {
+		return &usageError{"upgrade needs exactly one service name"}
+	}
+	r, err := ic.c.Upgrade(names[0], *exec)
+	if err != nil {
+		return err
+	}
+	u := r.Upgrade
+	fmt.Fprintf(ic.out, "%s: upgraded pid %d → %d in %s (new version ready after %s, old one drained in %s",
+		names[0], u.OldPid, u.NewPid, r.Took, ms(u.ReadyAfter), ms(u.Drained))
+	if u.Handoff {
+		fmt.Fprint(ic.out, ", connections handed over")
+	}
+	if u.Killed {
+		fmt.Fprint(ic.out, ", old one killed after stop_timeout")
+	}
+	fmt.Fprintln(ic.out, ")")
+	return nil
 }
 
 func (ic *initctl) logs(args []string) error {

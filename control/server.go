@@ -183,8 +183,17 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 		killed, err = s.SV.Stop(name)
 	case "restart":
 		err = s.SV.Restart(name)
+	case "upgrade":
+		var rep services.UpgradeReport
+		rep, err = s.SV.Upgrade(name, r.URL.Query().Get("exec"))
+		if err == nil {
+			st := svc.Status()
+			writeJSON(w, http.StatusOK, ActionResult{Service: name, Action: action, Took: time.Since(start).Round(time.Millisecond).String(), Status: &st, Upgrade: &rep})
+			s.Log.Info("control: upgrade", "service", name, "old_pid", rep.OldPid, "new_pid", rep.NewPid, "took", time.Since(start))
+			return
+		}
 	default:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q (start, stop or restart)", action))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q (start, stop, restart or upgrade)", action))
 		return
 	}
 	s.Log.Info("control: service action", "service", name, "action", action, "took", time.Since(start), "err", err)

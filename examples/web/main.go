@@ -1,13 +1,11 @@
 // Command web is the demo appliance's HTTP service: GET / answers with its version and pid.
+// Under baton it serves on the socket baton holds ("http"), so an upgrade refuses nothing.
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -21,38 +19,46 @@ import (
 var version = "dev"
 
 func main() {
-	addr := flag.String("addr", ":80", "listen address")
+	addr := flag.String("addr", ":80", "listen address when baton passes no socket")
 	flag.Parse()
 	greeting := os.Getenv("GREETING")
 	if greeting == "" {
 		greeting = "hello"
+	}
+	if v := os.Getenv("WEB_VERSION"); v != "" {
+		version = v
 	}
 	host, _ := os.Hostname()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s from baton demo web %s pid %d on %s\n", greeting, version, os.Getpid(), host)
 	})
-	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdown)
-	}()
-	l, err := net.Listen("tcp", *addr)
+	l, err := client.Listener("http", "tcp", *addr)
 	if err != nil {
 		log.Fatalf("web: %v", err)
 	}
-	log.Printf("web %s listening on %s", version, *addr)
-	// Ready only once the socket accepts: baton's "initctl restart web" returns at this point.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	hs := client.ServeHTTP(srv, l)
+	log.Printf("web %s serving on %s", version, l.Addr())
+	// Ready only once the socket accepts: "initctl restart web" and upgrades wait for this.
 	if err := client.Ready(); err != nil {
 		log.Printf("web: %v", err)
 	}
-	_ = client.Status("serving on " + *addr)
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Fatalf("web: %v", err)
+	_ = client.Status("serving on " + l.Addr().String())
+
+	select {
+	case <-stop:
+	case err := <-hs.Done():
+		log.Fatalf("web: serve: %v", err)
 	}
+	// Stop accepting here (the socket stays open in baton and in the next version, so new
+	// clients queue there) and answer every request already accepted.
+	_ = client.Stopping()
+	if err := hs.Drain(5 * time.Second); err != nil {
+		log.Printf("web: %v", err)
+	}
+	log.Printf("web %s pid %d drained", version, os.Getpid())
 }
