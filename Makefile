@@ -9,12 +9,13 @@ KERNEL_DIR := $(OUT)/kernel/amd64
 VERSION    ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 HTTP_PORT    ?= 8080
 CONTROL_PORT ?= 7000
+STREAM_PORT  ?= 9000
 COMPRESS   ?= gzip
 QEMU_ACCEL ?= $(if $(BATON_QEMU_ACCEL),$(BATON_QEMU_ACCEL),tcg)
 
-BINS := $(OUT)/bin/init $(OUT)/bin/initctl $(OUT)/bin/web $(OUT)/bin/testsvc
+BINS := $(OUT)/bin/init $(OUT)/bin/initctl $(OUT)/bin/web $(OUT)/bin/stream $(OUT)/bin/testsvc
 
-.PHONY: all run test unit qemu-test image bench deps qemu kernel vet clean
+.PHONY: all run test unit qemu-test image bench bench-handoff deps qemu kernel vet clean
 all: image
 
 # --- dependencies a fresh machine lacks -------------------------------------------------
@@ -36,6 +37,8 @@ $(OUT)/bin/initctl: FORCE
 	$(GOBUILD) -o $@ ./init
 $(OUT)/bin/web: FORCE
 	$(GOBUILD) -ldflags '-s -w -X main.version=$(VERSION)' -o $@ ./examples/web
+$(OUT)/bin/stream: FORCE
+	$(GOBUILD) -ldflags '-s -w -X main.version=$(VERSION)' -o $@ ./examples/stream
 $(OUT)/bin/testsvc: FORCE
 	$(GOBUILD) -o $@ ./qemu-tests/testsvc
 FORCE:
@@ -49,11 +52,12 @@ image: kernel $(BINS)
 run: qemu image
 	@echo "baton demo: http://127.0.0.1:$(HTTP_PORT)/ (guest port 80)."
 	@echo "Control: $(OUT)/bin/initctl --remote 127.0.0.1:$(CONTROL_PORT) --tls-dir $(OUT)/tls status"
+	@echo "Stream (line counter, survives upgrades): nc 127.0.0.1 $(STREAM_PORT)"
 	@echo "Quit: ctrl-a x (QEMU), or ctrl-a c then 'sendkey ctrl-alt-delete' for an orderly reboot (ends QEMU)."
 	qemu-system-x86_64 -accel $(QEMU_ACCEL) -m 512 -nodefaults -no-reboot -nographic \
 	  -serial mon:stdio -kernel $$(ls $(KERNEL_DIR)/boot/vmlinuz-* | head -n1) \
 	  -initrd $(OUT)/initramfs.img -append "console=ttyS0 panic=-1 quiet" \
-	  -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$(HTTP_PORT)-:80,hostfwd=tcp:127.0.0.1:$(CONTROL_PORT)-:7000 \
+	  -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$(HTTP_PORT)-:80,hostfwd=tcp:127.0.0.1:$(CONTROL_PORT)-:7000,hostfwd=tcp:127.0.0.1:$(STREAM_PORT)-:9000 \
 	  -device virtio-net-pci,netdev=n0
 
 # --- tests ------------------------------------------------------------------------------
@@ -69,8 +73,11 @@ qemu-test: deps
 
 test: vet unit qemu-test
 
-bench:
-	@echo "no benchmarks yet: the handoff and kexec benchmarks come with their issues"; exit 1
+# Benchmarks print a table and write JSON to out/bench/.
+bench: bench-handoff
+
+bench-handoff:
+	$(GO) run ./qemu-tests/cmd/bench-handoff -o $(OUT)/bench/handoff.json
 
 clean:
 	rm -rf $(OUT)

@@ -53,7 +53,9 @@ func freeAddr() (string, error) {
 }
 
 // Start writes the config and starts baton; it returns once both services are running.
-func Start(bin, dir string) (*Appliance, error) {
+// With held false, web gets no socket from baton and listens itself: the baseline of a
+// service that owns its socket.
+func Start(bin, dir string, held bool) (*Appliance, error) {
 	a := &Appliance{Dir: dir, Bin: bin, output: &lockedBuffer{}}
 	var err error
 	if a.WebAddr, err = freeAddr(); err != nil {
@@ -62,7 +64,7 @@ func Start(bin, dir string) (*Appliance, error) {
 	if a.StreamAddr, err = freeAddr(); err != nil {
 		return nil, err
 	}
-	cfg := fmt.Sprintf(`
+	web := fmt.Sprintf(`
 [[service]]
 name = "web"
 # -addr is where web would listen without baton: unusable, so the test fails if the held
@@ -74,7 +76,18 @@ stop_timeout = "5s"
   [[service.socket]]
   name = "http"
   listen = "tcp://%s"
-
+`, filepath.Join(bin, "web"), a.WebAddr)
+	if !held {
+		web = fmt.Sprintf(`
+[[service]]
+name = "web"
+exec = [%q, "-addr", %q]
+ready = "notify"
+restart = "always"
+stop_timeout = "5s"
+`, filepath.Join(bin, "web"), a.WebAddr)
+	}
+	cfg := web + fmt.Sprintf(`
 [[service]]
 name = "stream"
 exec = [%q, "-addr", "127.0.0.1:1"]
@@ -84,7 +97,7 @@ stop_timeout = "5s"
   [[service.socket]]
   name = "stream"
   listen = "tcp://%s"
-`, filepath.Join(bin, "web"), a.WebAddr, filepath.Join(bin, "stream"), a.StreamAddr)
+`, filepath.Join(bin, "stream"), a.StreamAddr)
 	cfgPath := filepath.Join(dir, "baton.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err

@@ -17,7 +17,7 @@ func TestUpgradesUnderLoadLoseNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := Start(bin, dir)
+	a, err := Start(bin, dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,12 +5,11 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/baton-init/baton/control"
 )
 
 // Result is one phase: many upgrades (or restarts) of both services under load.
 type Result struct {
+	Name       string      `json:"name"`
 	Method     string      `json:"method"` // upgrade | restart
 	Cycles     int         `json:"cycles"`
 	Requests   int         `json:"requests"`
@@ -69,7 +68,7 @@ func Phase(a *Appliance, method string, cycles, workers, longLived int) Result {
 	time.Sleep(200 * time.Millisecond)
 	load.End()
 
-	r := Result{Method: method, Cycles: cycles, LongLived: longLived, LongLost: load.longLost, LongLines: load.lines,
+	r := Result{Name: method, Method: method, Cycles: cycles, LongLived: longLived, LongLost: load.longLost, LongLines: load.lines,
 		LostWhy: load.longErrs, CycleTimes: percentiles(cycleTimes), Errors: errs}
 	var steady, during []time.Duration
 	for _, q := range load.requests {
@@ -110,13 +109,13 @@ func Table(rs []Result) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-26s", "")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "%16s", r.Method)
+		fmt.Fprintf(&b, "%22s", r.Name)
 	}
 	b.WriteString("\n")
 	row := func(name string, f func(Result) string) {
 		fmt.Fprintf(&b, "%-26s", name)
 		for _, r := range rs {
-			fmt.Fprintf(&b, "%16s", f(r))
+			fmt.Fprintf(&b, "%22s", f(r))
 		}
 		b.WriteString("\n")
 	}
@@ -141,5 +140,3 @@ func Table(rs []Result) string {
 	row("cycle duration max", func(r Result) string { return ms(r.CycleTimes.Max) })
 	return b.String()
 }
-
-var _ = control.DefaultSocket

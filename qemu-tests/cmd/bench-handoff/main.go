@@ -1,0 +1,79 @@
+// Command bench-handoff measures what clients see while baton upgrades services, against a
+// plain restart in the same run: in subreaper mode on the host, on loopback.
+//
+//	go run ./qemu-tests/cmd/bench-handoff -upgrades 50 -o out/bench/handoff.json
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/baton-init/baton/qemu-tests/handoffbench"
+)
+
+func main() {
+	upgrades := flag.Int("upgrades", 50, "upgrade cycles (web and stream each)")
+	restarts := flag.Int("restarts", 20, "restart cycles for the baselines")
+	workers := flag.Int("workers", 16, "concurrent HTTP clients, a new connection per request")
+	longLived := flag.Int("long-lived", 32, "long-lived stream connections")
+	out := flag.String("o", "out/bench/handoff.json", "JSON output")
+	flag.Parse()
+	root, _ := os.Getwd()
+	dir, err := os.MkdirTemp("", "bench-handoff")
+	if err != nil {
+		fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	bin, err := handoffbench.Build(root, dir)
+	if err != nil {
+		fatal(err)
+	}
+	var results []handoffbench.Result
+	for _, run := range []struct {
+		name, method string
+		held         bool
+		cycles       int
+	}{
+		{"upgrade (held socket)", "upgrade", true, *upgrades},
+		{"restart (held socket)", "restart", true, *restarts},
+		{"restart (own socket)", "restart", false, *restarts},
+	} {
+		d, _ := os.MkdirTemp(dir, "run")
+		a, err := handoffbench.Start(bin, d, run.held)
+		if err != nil {
+			fatal(err)
+		}
+		start := time.Now()
+		r := handoffbench.Phase(a, run.method, run.cycles, *workers, *longLived)
+		r.Name = run.name
+		if err := a.Stop(); err != nil {
+			fatal(err)
+		}
+		fmt.Fprintf(os.Stderr, "%s: %d cycles in %s\n", run.name, run.cycles, time.Since(start).Round(time.Millisecond))
+		results = append(results, r)
+	}
+	fmt.Printf("handoff benchmark: %d HTTP workers (new connection per request), %d long-lived stream connections, loopback, subreaper mode\n\n", *workers, *longLived)
+	fmt.Print(handoffbench.Table(results))
+	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+		fatal(err)
+	}
+	data, _ := json.MarshalIndent(map[string]any{"workers": *workers, "long_lived": *longLived, "results": results}, "", "  ")
+	if err := os.WriteFile(*out, data, 0o644); err != nil {
+		fatal(err)
+	}
+	fmt.Printf("\nJSON: %s\n", *out)
+	for _, r := range results {
+		if len(r.Errors) > 0 {
+			fmt.Printf("%s: errors: %v\n", r.Name, r.Errors)
+		}
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "bench-handoff:", err)
+	os.Exit(1)
+}
