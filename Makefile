@@ -15,11 +15,17 @@ QEMU_ACCEL ?= $(if $(BATON_QEMU_ACCEL),$(BATON_QEMU_ACCEL),tcg)
 
 BINS := $(OUT)/bin/init $(OUT)/bin/initctl $(OUT)/bin/web $(OUT)/bin/stream $(OUT)/bin/testsvc
 
-.PHONY: all run test unit qemu-test image bench bench-handoff deps qemu kernel vet clean
+.PHONY: all run test unit qemu-test image bench bench-handoff deps qemu kernel interop vet clean
 all: image
 
 # --- dependencies a fresh machine lacks -------------------------------------------------
-deps: qemu kernel
+deps: qemu kernel interop
+
+# Real peers for the protocol tests: libsystemd (sd_listen_fds, sd_notify) and systemd-notify.
+interop:
+	@{ dpkg -s libsystemd-dev >/dev/null 2>&1 && command -v systemd-notify >/dev/null && command -v cc >/dev/null; } || { \
+	  echo "installing libsystemd-dev, systemd, gcc (apt)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libsystemd-dev systemd gcc libc6-dev; }
 
 qemu:
 	@command -v qemu-system-x86_64 >/dev/null || { \
@@ -65,8 +71,8 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 
-unit:
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v /qemu-tests)
+unit: interop
+	BATON_REQUIRE_INTEROP=1 $(GO) test -count=1 $$($(GO) list ./... | grep -v '/qemu-tests$$')
 
 qemu-test: deps
 	BATON_REQUIRE_QEMU=1 $(GO) test -count=1 -v -timeout 20m ./qemu-tests/

@@ -1,8 +1,12 @@
 package services
 
 import (
+	"fmt"
 	"os"
+	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/handoff/client"
 )
@@ -25,6 +29,29 @@ func helper(mode string) {
 		}
 		client.Ready()
 	case "notify-never":
+	case "fdstore": // keep a memfd in baton's store; after a restart, find it again
+		if f := client.Stored("memo"); len(f) == 1 {
+			b := make([]byte, 64)
+			n, _ := f[0].ReadAt(b, 0)
+			fmt.Printf("found: %s\n", b[:n])
+		} else {
+			fd, _ := unix.MemfdCreate("memo", 0)
+			memo := os.NewFile(uintptr(fd), "memo")
+			fmt.Fprintf(memo, "stored by pid %d", os.Getpid())
+			if err := client.Store("memo", memo, false); err != nil {
+				fmt.Println("store:", err)
+			}
+			fmt.Println("stored")
+		}
+		client.Ready()
+	case "listenfds": // what the listen-fd protocol gave
+		pidOK := os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getpid())
+		fmt.Printf("fds=%s names=%s pid_ok=%v\n", os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_FDNAMES"), pidOK)
+		ls, _ := client.Listeners()
+		fmt.Printf("listeners=%d\n", len(ls))
+		client.Ready()
+	case "exit1":
+		os.Exit(1)
 	}
 	select {}
 }
