@@ -1,16 +1,26 @@
 package qemutests
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-const controlPort = 7000
+const (
+	controlPort = 7000
+	streamPort  = 9000
+)
 
 // initctl runs the host's initctl against the guest's remote API (mutual TLS through the port
 // forward) and returns its output and exit code.
@@ -34,7 +44,7 @@ func (vm *VM) initctl(t *testing.T, args ...string) (string, int) {
 func TestQEMUControl(t *testing.T) {
 	t.Parallel()
 	vmlinuz, modules := kernel(t, "amd64")
-	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: testImage(t, modules), Forward: []int{webPort, controlPort}})
+	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: testImage(t, modules), Forward: []int{webPort, controlPort, streamPort}})
 	vm.WaitFor(`baton: all services started`, bootTimeout)
 	vm.Get(t, webPort, "/") // the forward is up and web answers
 
@@ -51,7 +61,7 @@ func TestQEMUControl(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &before); err != nil {
 		t.Fatalf("status --json: %v", err)
 	}
-	if before.Cgroup != "/sys/fs/cgroup/baton/web" || before.Status != "serving on :80" {
+	if before.Cgroup != "/sys/fs/cgroup/baton/web" || before.Status != "serving on 0.0.0.0:80" {
 		t.Errorf("web: cgroup %q, status %q", before.Cgroup, before.Status)
 	}
 
@@ -66,9 +76,11 @@ func TestQEMUControl(t *testing.T) {
 		t.Errorf("web still answers from the old pid %d: %q", before.Pid, body)
 	}
 
+	t.Run("upgrade under load", func(t *testing.T) { upgradeUnderLoad(t, vm) })
+
 	out, code = vm.initctl(t, "logs", "web")
-	if code != 0 || strings.Count(out, "listening on :80") != 2 {
-		t.Errorf("logs: %d, want two 'listening' lines (before and after the restart):\n%s", code, out)
+	if code != 0 || strings.Count(out, "serving on") != 3 {
+		t.Errorf("logs: %d, want three 'serving' lines (first start, restart, upgrade):\n%s", code, out)
 	}
 	out, code = vm.initctl(t, "analyze")
 	for _, want := range []string{"kernel ", "load kernel modules", "service web", "start services"} {
@@ -86,5 +98,71 @@ func TestQEMUControl(t *testing.T) {
 	vm.WaitFor(`shutdown complete action=poweroff`, 30*time.Second)
 	if code := vm.WaitExit(30 * time.Second); code != 0 {
 		t.Errorf("QEMU exited %d after initctl poweroff, want 0", code)
+	}
+}
+
+// upgradeUnderLoad upgrades web and stream inside the guest while the host keeps requesting web
+// (a new connection each time) and holds a stream connection: nothing may fail, and the stream
+// connection must keep its count across the upgrade.
+func upgradeUnderLoad(t *testing.T, vm *VM) {
+	stop := make(chan struct{})
+	var requests, failures atomic.Int64
+	var firstErr atomic.Value
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := hc.Get(vm.URL(webPort, "/"))
+				if err == nil {
+					_, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				requests.Add(1)
+				if err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		}()
+	}
+	conn, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(vm.ports[streamPort]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	say := func(n int) {
+		t.Helper()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "hello %d\n", n)
+		got, err := r.ReadString('\n')
+		if want := fmt.Sprintf("%d: hello %d\n", n, n); err != nil || got != want {
+			t.Fatalf("stream line %d: got %q (%v), want %q", n, got, err, want)
+		}
+	}
+	say(1)
+	say(2)
+	for _, svc := range []string{"web", "stream"} {
+		if out, code := vm.initctl(t, "upgrade", svc); code != 0 || !strings.Contains(out, "upgraded pid") {
+			t.Errorf("upgrade %s: %d %s", svc, code, out)
+		}
+	}
+	say(3) // same connection, now served by the new stream process, count intact
+	close(stop)
+	wg.Wait()
+	t.Logf("during the upgrades: %d requests, %d failed", requests.Load(), failures.Load())
+	if failures.Load() != 0 {
+		t.Errorf("%d of %d requests failed during the upgrades (first: %v)", failures.Load(), requests.Load(), firstErr.Load())
+	}
+	if requests.Load() < 10 {
+		t.Errorf("only %d requests during the upgrades: the check means little", requests.Load())
 	}
 }

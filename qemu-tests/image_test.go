@@ -32,7 +32,7 @@ func testImage(t *testing.T, modules string) string {
 			return
 		}
 		// initctl is the init binary under another name; this one runs on the host.
-		for name, pkg := range map[string]string{"init": "./init", "initctl": "./init", "web": "./examples/web", "testsvc": "./qemu-tests/testsvc"} {
+		for name, pkg := range map[string]string{"init": "./init", "initctl": "./init", "web": "./examples/web", "stream": "./examples/stream", "testsvc": "./qemu-tests/testsvc"} {
 			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=test",
 				"-o", filepath.Join(dir, "bin", name), pkg)
 			cmd.Dir = repoRoot
