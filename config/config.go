@@ -23,8 +23,28 @@ type Config struct {
 	Hostname string    `toml:"hostname"`
 	Boot     Boot      `toml:"boot"`
 	Network  []Network `toml:"network"`
+	Mount    []Mount   `toml:"mount"`
 	Control  Control   `toml:"control"`
+	Kexec    Kexec     `toml:"kexec"`
 	Service  []Service `toml:"service"`
+}
+
+// Mount is a file system mounted after the kernel modules are loaded.
+type Mount struct {
+	Source  string `toml:"source"`  // /dev/…, LABEL=…, or PARTLABEL=… (GPT partition name)
+	Target  string `toml:"target"`  // absolute path, created if missing
+	Type    string `toml:"type"`    // vfat, ext4, …
+	Options string `toml:"options"` // comma-separated: ro, rw, noexec, nosuid, nodev, noatime, nofail; others go to the file system
+	// Wait is how long to wait for the device to appear (default 5s).
+	Wait Duration `toml:"wait"`
+}
+
+// Kexec holds the defaults of initctl kexec.
+type Kexec struct {
+	Kernel  string `toml:"kernel"`  // e.g. /boot/vmlinuz
+	Initrd  string `toml:"initrd"`  // e.g. /boot/initramfs.img; "" for none
+	Cmdline string `toml:"cmdline"` // "reuse" (default): the running kernel's, without one-shot parameters
+	Append  string `toml:"append"`  // added to the command line
 }
 
 // Control configures the control API. The local socket always exists; the remote listener
@@ -230,6 +250,14 @@ func decodeError(name string, data []byte, err error) error {
 func (c *Config) applyDefaults() {
 	if c.Control.Remote != "" && c.Control.TLSDir == "" {
 		c.Control.TLSDir = DefaultTLSDir
+	}
+	if c.Kexec.Cmdline == "" {
+		c.Kexec.Cmdline = "reuse"
+	}
+	for i := range c.Mount {
+		if c.Mount[i].Wait.Duration == 0 {
+			c.Mount[i].Wait.Duration = 5 * time.Second
+		}
 	}
 	for i := range c.Service {
 		s := &c.Service[i]

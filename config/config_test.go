@@ -103,6 +103,12 @@ func TestParseErrors(t *testing.T) {
 			[]string{"dependency cycle: a → b → a"}},
 		{"delay max below delay", "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nrestart_delay = \"2s\"\nrestart_delay_max = \"1s\"\n",
 			[]string{"f.toml:5:", "less than restart_delay"}},
+		{"mount without type", "[[mount]]\nsource = \"LABEL=BOOT\"\ntarget = \"/boot\"\n",
+			[]string{"f.toml:1:", "type is required"}},
+		{"mount by uuid", "[[mount]]\nsource = \"UUID=1234\"\ntarget = \"/boot\"\ntype = \"vfat\"\n",
+			[]string{"f.toml:2:", "mount[0].source"}},
+		{"relative kexec kernel", "[kexec]\nkernel = \"vmlinuz\"\n",
+			[]string{"f.toml:2:", "kexec.kernel"}},
 		{"bad remote", "[control]\nremote = \"7000\"\n",
 			[]string{"f.toml:2:", "control.remote"}},
 	} {

@@ -52,6 +52,26 @@ func (c *Config) validate() []problem {
 			add(k+".mtu", "%d is out of range (68-65535)", n.MTU)
 		}
 	}
+	for i, m := range c.Mount {
+		k := fmt.Sprintf("mount[%d]", i)
+		if m.Source == "" {
+			add(k, "source is required (/dev/vda1, LABEL=BOOT or PARTLABEL=BOOT)")
+		} else if !strings.HasPrefix(m.Source, "/") && !strings.HasPrefix(m.Source, "LABEL=") && !strings.HasPrefix(m.Source, "PARTLABEL=") {
+			add(k+".source", "%q: use a device path, LABEL= or PARTLABEL=", m.Source)
+		}
+		if !path.IsAbs(m.Target) {
+			add(k+".target", "%q must be an absolute path", m.Target)
+		}
+		if m.Type == "" {
+			add(k, "type is required (e.g. \"vfat\", \"ext4\")")
+		}
+	}
+	if c.Kexec.Kernel != "" && !path.IsAbs(c.Kexec.Kernel) {
+		add("kexec.kernel", "%q must be an absolute path", c.Kexec.Kernel)
+	}
+	if c.Kexec.Initrd != "" && !path.IsAbs(c.Kexec.Initrd) {
+		add("kexec.initrd", "%q must be an absolute path", c.Kexec.Initrd)
+	}
 	ps = append(ps, c.validateServices()...)
 	return ps
 }

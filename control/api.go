@@ -39,8 +39,9 @@ type Timeline struct {
 	InitToReady  time.Duration   `json:"init_to_ready"`  // /init start to all services started
 	Steps        []TimelineEntry `json:"steps"`
 	Services     []TimelineEntry `json:"services"`
-	// Previous holds the shutdown steps of the boot before, when known.
-	Previous []TimelineEntry `json:"previous,omitempty"`
+	// Previous holds the shutdown steps of the boot before, when known (read from /boot).
+	Previous       []TimelineEntry `json:"previous,omitempty"`
+	PreviousAction string          `json:"previous_action,omitempty"` // reboot, kexec, …
 }
 
 // TimelineEntry is one boot step or one service's start.
@@ -49,4 +50,26 @@ type TimelineEntry struct {
 	At    time.Duration `json:"at"`   // since the kernel started (since baton started outside PID 1)
 	Took  time.Duration `json:"took"` // step duration, or a service's start to ready
 	Error string        `json:"error,omitempty"`
+}
+
+// KexecRequest is POST /v1/system/kexec. Empty fields take the config's [kexec] defaults.
+type KexecRequest struct {
+	Kernel       string `json:"kernel,omitempty"`
+	Initrd       string `json:"initrd,omitempty"`
+	Cmdline      string `json:"cmdline,omitempty"` // the whole command line
+	Append       string `json:"append,omitempty"`  // added to the (reused or configured) one
+	ReuseCmdline bool   `json:"reuse_cmdline,omitempty"`
+	LoadOnly     bool   `json:"load_only,omitempty"` // load, do not stop anything
+	Unload       bool   `json:"unload,omitempty"`
+}
+
+// KexecResult says what was loaded; the jump follows the shutdown unless LoadOnly.
+type KexecResult struct {
+	Kernel  string `json:"kernel,omitempty"`
+	Initrd  string `json:"initrd,omitempty"`
+	Cmdline string `json:"cmdline,omitempty"`
+	Loaded  bool   `json:"loaded"`
+	LoadMs  int64  `json:"load_ms"`
+	Jumping bool   `json:"jumping"` // services are stopping; the new kernel follows
+	Note    string `json:"note,omitempty"`
 }

@@ -2,6 +2,7 @@ package control
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -170,6 +171,29 @@ func (c *Client) FollowLogs(ctx context.Context, name string, n int, fn func(ser
 func (c *Client) Power(action string) error {
 	var r ActionResult
 	return c.call("POST", "/v1/system/"+action, &r)
+}
+
+// Kexec asks for a kexec (see KexecRequest).
+func (c *Client) Kexec(req KexecRequest) (KexecResult, error) {
+	var r KexecResult
+	body, _ := json.Marshal(req)
+	hreq, err := http.NewRequest("POST", c.base+"/v1/system/kexec", bytes.NewReader(body))
+	if err != nil {
+		return r, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(hreq)
+	if err != nil {
+		return r, &ConnError{Target: c.target, Err: unwrapURL(err)}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		var e ErrorResponse
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return r, &APIError{Code: resp.StatusCode, Msg: e.Error}
+	}
+	err = json.NewDecoder(resp.Body).Decode(&r)
+	return r, err
 }
 
 // Timeline returns the boot timeline.

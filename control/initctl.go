@@ -36,7 +36,10 @@ Commands:
   restart NAME...             stop, start, wait until ready
   upgrade NAME [--exec PATH]  new version on the same sockets, then the old one stops
   logs [-f] [-n N] NAME       a service's output (-f: follow; -n: last N lines, 0 all)
-  reboot | poweroff | halt    stop services and power the machine
+  reboot | poweroff | halt    stop services and power the machine (reboot: through the firmware)
+  kexec [--kernel PATH] [--initrd PATH] [--append ARGS | --cmdline ARGS | --reuse-cmdline]
+        [--load-only] [--unload]
+                              load a kernel while services run, then stop them and jump into it
   analyze [--json]            boot timeline, slowest first
 
 The socket is /run/baton/control.sock unless --socket or $BATON_SOCKET says otherwise.
@@ -73,7 +76,7 @@ func InitctlMain(args []string, stdout, stderr io.Writer) int {
 	run, ok := map[string]func([]string) error{
 		"status": ic.status, "start": ic.action("start"), "stop": ic.action("stop"),
 		"restart": ic.action("restart"), "upgrade": ic.upgrade, "logs": ic.logs, "reboot": ic.power("reboot"),
-		"poweroff": ic.power("poweroff"), "halt": ic.power("halt"), "analyze": ic.analyze,
+		"poweroff": ic.power("poweroff"), "halt": ic.power("halt"), "analyze": ic.analyze, "kexec": ic.kexec,
 	}[cmd]
 	if !ok {
 		fmt.Fprintf(stderr, "initctl: unknown command %q\n\n%s", cmd, initctlUsage)
@@ -293,6 +296,40 @@ func (ic *initctl) power(action string) func([]string) error {
 	}
 }
 
+func (ic *initctl) kexec(args []string) error {
+	fs := flag.NewFlagSet("kexec", flag.ContinueOnError)
+	var req KexecRequest
+	fs.StringVar(&req.Kernel, "kernel", "", "")
+	fs.StringVar(&req.Initrd, "initrd", "", "")
+	fs.StringVar(&req.Append, "append", "", "")
+	fs.StringVar(&req.Cmdline, "cmdline", "", "")
+	fs.BoolVar(&req.ReuseCmdline, "reuse-cmdline", false, "")
+	fs.BoolVar(&req.LoadOnly, "load-only", false, "")
+	fs.BoolVar(&req.Unload, "unload", false, "")
+	if rest, err := parse(fs, args); err != nil || len(rest) > 0 {
+		return &usageError{"kexec takes only flags: [--kernel PATH] [--initrd PATH] [--append ARGS | --cmdline ARGS | --reuse-cmdline] [--load-only] [--unload]"}
+	}
+	if req.Cmdline != "" && (req.Append != "" || req.ReuseCmdline) {
+		return &usageError{"--cmdline replaces the command line: it does not go with --append or --reuse-cmdline"}
+	}
+	r, err := ic.c.Kexec(req)
+	if err != nil {
+		return err
+	}
+	switch {
+	case req.Unload:
+		fmt.Fprintln(ic.out, "kexec: unloaded")
+	case r.Jumping:
+		fmt.Fprintf(ic.out, "kexec: loaded %s in %dms; services are stopping, then the jump\n  initrd: %s\n  cmdline: %s\n", r.Kernel, r.LoadMs, dash(r.Initrd), r.Cmdline)
+	default:
+		fmt.Fprintf(ic.out, "kexec: loaded %s in %dms (not jumping)\n  initrd: %s\n  cmdline: %s\n", r.Kernel, r.LoadMs, dash(r.Initrd), r.Cmdline)
+	}
+	if r.Note != "" {
+		fmt.Fprintln(ic.out, "  "+r.Note)
+	}
+	return nil
+}
+
 func (ic *initctl) analyze(args []string) error {
 	fs := flag.NewFlagSet("analyze", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "")
@@ -328,7 +365,7 @@ func (ic *initctl) analyze(args []string) error {
 		fmt.Fprintln(tw, line)
 	}
 	if len(t.Previous) > 0 {
-		fmt.Fprintln(tw, "\nprevious shutdown:\t\t")
+		fmt.Fprintf(tw, "\nprevious shutdown (%s):\t\t\n", t.PreviousAction)
 		for _, e := range t.Previous {
 			fmt.Fprintf(tw, "%s\t%s\t%s\n", ms(e.Took), ms(e.At), e.Name)
 		}

@@ -27,6 +27,9 @@ type Server struct {
 	Power func(system.PowerAction) error
 	// Timeline returns the boot timeline.
 	Timeline func() Timeline
+	// Kexec loads a kernel and, unless asked only to load, starts the shutdown that jumps into
+	// it; nil outside PID 1.
+	Kexec func(KexecRequest) (KexecResult, error)
 }
 
 type peerKey struct{}
@@ -46,6 +49,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/services/{name}/{action}", s.action)
 	mux.HandleFunc("GET /v1/services/{name}/logs", s.logs)
 	mux.HandleFunc("POST /v1/system/{action}", s.power)
+	mux.HandleFunc("POST /v1/system/kexec", s.kexec)
 	mux.HandleFunc("GET /v1/boot", s.boot)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
@@ -280,6 +284,35 @@ func (s *Server) power(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, ActionResult{Action: a.String(), Took: "0s"})
+}
+
+func (s *Server) kexec(w http.ResponseWriter, r *http.Request) {
+	var req KexecRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("kexec request: %v", err))
+		return
+	}
+	if req.Cmdline != "" && (req.Append != "" || req.ReuseCmdline) {
+		writeError(w, http.StatusBadRequest, "kexec request: cmdline replaces the command line; it does not go with append or reuse_cmdline")
+		return
+	}
+	if s.Kexec == nil {
+		writeError(w, http.StatusConflict, "kexec: baton is not PID 1 here (subreaper mode); it does not reboot the machine")
+		return
+	}
+	res, err := s.Kexec(req)
+	if err != nil {
+		s.Log.Error("control: kexec refused", "err", err)
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
+	code := http.StatusOK
+	if res.Jumping {
+		code = http.StatusAccepted
+	}
+	writeJSON(w, code, res)
 }
 
 func (s *Server) boot(w http.ResponseWriter, r *http.Request) {

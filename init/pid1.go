@@ -40,10 +40,14 @@ type machine struct {
 	bootWall   time.Time     // the kernel's start, as wall-clock time
 	power      chan system.PowerAction
 
-	mu       sync.Mutex
-	steps    []timing
-	readyAt  time.Duration // kernel uptime when all services had started
-	shutting bool
+	mu             sync.Mutex
+	steps          []timing
+	readyAt        time.Duration // kernel uptime when all services had started
+	shutting       bool
+	kexec          *pendingKexec
+	shutID         string
+	previous       []control.TimelineEntry // the previous shutdown, if /boot recorded it
+	previousAction string
 }
 
 // pid1Main boots the appliance, then waits for a power signal. It never returns: if PID 1
@@ -117,11 +121,21 @@ func (m *machine) bootSteps() []step {
 		{"load config", m.loadConfig},
 		{"set hostname", m.setHostname},
 		{"load kernel modules", m.loadModules},
+		{"mount file systems", m.mountConfigured},
 		{"configure network", m.configureNetwork},
 		{"set up cgroups", m.setupCgroups},
 		{"start control API", m.startControl},
 		{"start services", m.startServices},
 	}
+}
+
+func (m *machine) mountConfigured() error {
+	if m.cfg == nil || len(m.cfg.Mount) == 0 {
+		return nil
+	}
+	err := system.MountConfigured(m.log, m.cfg.Mount)
+	m.loadPreviousShutdown()
+	return err
 }
 
 func (m *machine) setupCgroups() error {
@@ -235,7 +249,7 @@ func (m *machine) startControl() error {
 		return err
 	}
 	m.sv = sv
-	srv := &control.Server{SV: sv, Log: m.log, Timeline: m.timeline, Power: m.requestPower}
+	srv := &control.Server{SV: sv, Log: m.log, Timeline: m.timeline, Power: m.requestPower, Kexec: m.kexecRequest}
 	if ls := startControl(m.log, srv, runDir, m.cfg); len(ls) == 0 {
 		return fmt.Errorf("no control API")
 	}
@@ -256,7 +270,8 @@ func (m *machine) requestPower(a system.PowerAction) error {
 func (m *machine) timeline() control.Timeline {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := control.Timeline{PID1: true, KernelToInit: m.initAt, Steps: stepTimeline(m.steps)}
+	t := control.Timeline{PID1: true, KernelToInit: m.initAt, Steps: stepTimeline(m.steps),
+		Previous: m.previous, PreviousAction: m.previousAction}
 	if m.readyAt > 0 {
 		t.InitToReady = m.readyAt - m.initAt
 	}

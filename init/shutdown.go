@@ -15,7 +15,7 @@ func (m *machine) shutdown(action system.PowerAction) {
 	m.shutting = true
 	m.mu.Unlock()
 	start := time.Now()
-	runSteps(m.log, []step{
+	steps := runSteps(m.log, []step{
 		{"stop services", m.stopServices},
 		{"end remaining processes", func() error {
 			if n := system.KillAll(m.log, 2*time.Second); n > 0 {
@@ -24,11 +24,36 @@ func (m *machine) shutdown(action system.PowerAction) {
 			return nil
 		}},
 		{"sync", func() error { unix.Sync(); return nil }},
-		{"unmount file systems", func() error { system.UnmountAll(m.log); return nil }},
 	})
-	m.log.Info("shutdown complete", "action", action.String(), "took", time.Since(start).Round(time.Millisecond))
-	if err := system.Power(action); err != nil {
-		m.log.Error("power action failed; PID 1 stays up", "err", err)
+	m.saveShutdown(action, steps)
+	runSteps(m.log, []step{{"unmount file systems", func() error { system.UnmountAll(m.log); return nil }}})
+	m.log.Info("shutdown complete", "action", action.String(), "took", time.Since(start).Round(time.Millisecond), system.KmsgKey, true)
+	var err error
+	if action == system.Kexec {
+		err = m.jump()
+	} else {
+		err = system.Power(action)
+	}
+	m.log.Error("power action failed; PID 1 stays up and starts the services again", "action", action.String(), "err", err)
+	m.recover()
+}
+
+// recover brings the machine back after a power action that did not happen (a kexec that
+// could not jump): file systems and services again, so nothing is lost.
+func (m *machine) recover() {
+	system.MountAll(m.log, system.BaseMounts)
+	if m.cfg != nil && len(m.cfg.Mount) > 0 {
+		_ = system.MountConfigured(m.log, m.cfg.Mount)
+	}
+	m.mu.Lock()
+	m.shutting, m.kexec = false, nil
+	m.mu.Unlock()
+	if m.sv != nil {
+		for _, r := range m.sv.StartAll() {
+			if r.Err != nil {
+				m.log.Error("service did not start again", "service", r.Name, "err", r.Err)
+			}
+		}
 	}
 }
 
@@ -39,5 +64,5 @@ func (m *machine) stopServices() error {
 	if killed := m.sv.StopAll(); len(killed) > 0 {
 		m.log.Warn("services killed after their stop timeout", "services", strings.Join(killed, ","))
 	}
-	return m.sv.Close()
+	return nil // the sockets stay open until the very end: a failed jump starts the services again
 }

@@ -17,6 +17,7 @@ const (
 	Reboot PowerAction = iota + 1
 	Poweroff
 	Halt
+	Kexec // jump into the loaded kernel (see package kexec)
 )
 
 func (a PowerAction) String() string {
@@ -27,6 +28,8 @@ func (a PowerAction) String() string {
 		return "poweroff"
 	case Halt:
 		return "halt"
+	case Kexec:
+		return "kexec"
 	}
 	return "action(" + strconv.Itoa(int(a)) + ")"
 }

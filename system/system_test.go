@@ -2,6 +2,8 @@ package system
 
 import (
 	"os"
+
+	"golang.org/x/sys/unix"
 	"reflect"
 	"testing"
 )
@@ -51,6 +53,31 @@ func TestUnescapeMount(t *testing.T) {
 	for in, want := range map[string]string{`/mnt/a\040b`: "/mnt/a b", `/plain`: "/plain", `/tab\011x`: "/tab\tx", `/end\04`: `/end\04`} {
 		if got := unescapeMount(in); got != want {
 			t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseMountOptions(t *testing.T) {
+	flags, data, nofail := ParseMountOptions("ro,noexec,codepage=437,nofail,iocharset=utf8")
+	if flags != unix.MS_RDONLY|unix.MS_NOEXEC || data != "codepage=437,iocharset=utf8" || !nofail {
+		t.Errorf("got %#x %q %v", flags, data, nofail)
+	}
+}
+
+func TestLabelFromSuperblock(t *testing.T) {
+	fat := make([]byte, 2048)
+	fat[66] = 0x29
+	copy(fat[71:], "BOOT       ")
+	copy(fat[82:], "FAT32   ")
+	ext := make([]byte, 2048)
+	ext[1024+56], ext[1024+57] = 0x53, 0xEF
+	copy(ext[1024+120:], "data\x00")
+	for name, tc := range map[string]struct {
+		buf  []byte
+		want string
+	}{"fat32": {fat, "BOOT"}, "ext4": {ext, "data"}, "blank": {make([]byte, 2048), ""}} {
+		if got := labelFromSuperblock(tc.buf); got != tc.want {
+			t.Errorf("%s: label %q, want %q", name, got, tc.want)
 		}
 	}
 }

@@ -30,6 +30,12 @@ func main() {
 	flag.Var(&modules, "modules", "extra modules to carry and load, comma-separated (repeatable)")
 	flag.Var(&carry, "carry", "modules to carry but load only on the kernel's request, comma-separated (repeatable)")
 	flag.StringVar(&spec.TLSDir, "tls-dir", "out/tls", "remote API TLS material: reused if there, else made there")
+	diskOut := flag.String("disk", "", "also write a UEFI boot disk (GPT, FAT32 ESP, systemd-boot) here")
+	bootloader := flag.String("bootloader", "/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "EFI boot loader for -disk")
+	kernel := flag.String("kernel", "", "kernel for -disk (/vmlinuz on the ESP)")
+	cmdline := flag.String("cmdline", "console=ttyS0", "kernel command line of the disk's loader entry")
+	var diskFiles listFlag
+	flag.Var(&diskFiles, "disk-file", "ESPPATH=HOST: another file on the ESP, e.g. /vmlinuz-cloud=… (repeatable)")
 	compression := flag.String("compress", "gzip", "compression: "+strings.Join(images.Compressions, ", "))
 	out := flag.String("o", "out/initramfs.img", "output file")
 	flag.Parse()
@@ -72,6 +78,25 @@ func main() {
 	for _, s := range sets {
 		fmt.Printf("mkimage: kernel %s: %d modules: %s\n", s.Index.Release, len(s.Index.Modules), strings.Join(s.Names(), " "))
 	}
+	if *diskOut == "" {
+		return
+	}
+	if *kernel == "" {
+		fatal(fmt.Errorf("-disk needs -kernel"))
+	}
+	ds := images.DiskSpec{Bootloader: *bootloader, Kernel: *kernel, Initrd: *out, Cmdline: *cmdline, Files: map[string]string{}}
+	for _, f := range diskFiles {
+		g, h, ok := strings.Cut(f, "=")
+		if !ok {
+			fatal(fmt.Errorf("-disk-file %q: want ESPPATH=HOST", f))
+		}
+		ds.Files[g] = h
+	}
+	if err := images.BuildDisk(*diskOut, ds); err != nil {
+		fatal(err)
+	}
+	st, _ := os.Stat(*diskOut)
+	fmt.Printf("mkimage: wrote %s: %d MiB, GPT + FAT32 ESP (label BOOT) with systemd-boot, /vmlinuz, /initramfs.img\n", *diskOut, st.Size()>>20)
 }
 
 func fatal(err error) {

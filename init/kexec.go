@@ -1,0 +1,193 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/control"
+	"github.com/baton-init/baton/kexec"
+	"github.com/baton-init/baton/system"
+)
+
+// pendingKexec is a loaded kernel waiting for the shutdown to end.
+type pendingKexec struct {
+	img        kexec.Image
+	retryAfter bool // the load failed with ENOMEM: load again once services are stopped
+}
+
+// kexecRequest loads the kernel while everything still runs — a refused load costs no
+// downtime and its error goes back to the caller — then asks the main loop to shut down and
+// jump. Only ENOMEM is retried, after the services have freed their memory.
+func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, error) {
+	if req.Unload {
+		if err := kexec.Unload(); err != nil {
+			return control.KexecResult{}, err
+		}
+		return control.KexecResult{Note: "unloaded"}, nil
+	}
+	var def struct{ kernel, initrd, cmdline, append string }
+	if m.cfg != nil {
+		def.kernel, def.initrd, def.cmdline, def.append = m.cfg.Kexec.Kernel, m.cfg.Kexec.Initrd, m.cfg.Kexec.Cmdline, m.cfg.Kexec.Append
+	}
+	img := kexec.Image{Kernel: first(req.Kernel, def.kernel), Initrd: first(req.Initrd, def.initrd)}
+	if img.Kernel == "" {
+		return control.KexecResult{}, errors.New("kexec: no kernel: give --kernel PATH or set [kexec] kernel in the config")
+	}
+	var params []string
+	switch {
+	case req.Cmdline != "":
+		params = []string{req.Cmdline}
+	case req.ReuseCmdline || def.cmdline == "reuse" || def.cmdline == "":
+		params = kexec.Reuse(m.cmdline.Params())
+	default:
+		params = []string{def.cmdline}
+	}
+	for _, a := range []string{def.append, req.Append} {
+		if a != "" {
+			params = append(params, a)
+		}
+	}
+	// Marks the next boot as this kexec's, so it takes the shutdown timeline written to /boot.
+	params = append(params, "baton.prev="+m.shutdownID())
+	img.Cmdline = kexec.Join(params)
+
+	start := time.Now()
+	err := kexec.Load(img)
+	res := control.KexecResult{Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: img.Cmdline, LoadMs: time.Since(start).Milliseconds()}
+	retry := false
+	if err != nil {
+		if !errors.Is(err, unix.ENOMEM) || req.LoadOnly {
+			m.log.Error("kexec load refused; nothing stopped", "kernel", img.Kernel, "err", err)
+			return res, err
+		}
+		retry = true
+		res.Note = "load failed for lack of memory; retrying once the services are stopped"
+	} else {
+		res.Loaded = true
+	}
+	m.log.Info("kexec kernel loaded", "kernel", img.Kernel, "initrd", img.Initrd, "cmdline", img.Cmdline, "took", time.Since(start))
+	if req.LoadOnly {
+		return res, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.shutting {
+		return res, errors.New("kexec: a shutdown is already under way")
+	}
+	m.kexec = &pendingKexec{img: img, retryAfter: retry}
+	m.power <- system.Kexec
+	res.Jumping = true
+	return res, nil
+}
+
+func first(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// shutdownID is a random token for this boot's shutdown, so the next boot knows a timeline
+// file is about the shutdown that led to it.
+func (m *machine) shutdownID() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.shutID == "" {
+		b := make([]byte, 6)
+		_, _ = rand.Read(b)
+		m.shutID = hex.EncodeToString(b)
+	}
+	return m.shutID
+}
+
+// The previous shutdown's timeline travels in a file on /boot: a kexec's command line is fixed
+// when the kernel is loaded, before the shutdown it would describe has happened.
+const lastShutdownFile = "/boot/baton-last-shutdown.json"
+
+type shutdownRecord struct {
+	ID     string                  `json:"id"`
+	Action string                  `json:"action"`
+	Steps  []control.TimelineEntry `json:"steps"`
+}
+
+// saveShutdown writes the shutdown steps so far to /boot, when /boot is a writable mount.
+func (m *machine) saveShutdown(action system.PowerAction, steps []timing) {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/boot", &st); err != nil || st.Flags&unix.ST_RDONLY != 0 || !isMountPoint("/boot") {
+		return
+	}
+	rec := shutdownRecord{ID: m.shutdownID(), Action: action.String(), Steps: stepTimeline(steps)}
+	data, _ := json.Marshal(rec)
+	f, err := os.Create(lastShutdownFile)
+	if err != nil {
+		m.log.Debug("cannot record the shutdown timeline", "err", err)
+		return
+	}
+	_, err = f.Write(data)
+	err = errors.Join(err, f.Sync(), f.Close())
+	if err != nil {
+		m.log.Debug("cannot record the shutdown timeline", "err", err)
+	}
+}
+
+// loadPreviousShutdown reads (once) what the previous shutdown recorded on /boot. After a kexec
+// the command line names the shutdown; a file about another one is stale and ignored.
+func (m *machine) loadPreviousShutdown() {
+	data, err := os.ReadFile(lastShutdownFile)
+	if err != nil {
+		return
+	}
+	_ = os.Remove(lastShutdownFile)
+	var rec shutdownRecord
+	if json.Unmarshal(data, &rec) != nil {
+		return
+	}
+	if id, ok := m.cmdline.Get("baton.prev"); ok && id != rec.ID {
+		return
+	}
+	m.mu.Lock()
+	m.previous, m.previousAction = rec.Steps, rec.Action
+	m.mu.Unlock()
+	var total time.Duration
+	for _, s := range rec.Steps {
+		total += s.Took
+	}
+	m.log.Info("previous shutdown", "action", rec.Action, "took", total.Round(time.Millisecond))
+}
+
+func isMountPoint(path string) bool {
+	data, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[1] == path {
+			return true
+		}
+	}
+	return false
+}
+
+// jump loads again if needed and executes the loaded kernel. It returns only on failure.
+func (m *machine) jump() error {
+	m.mu.Lock()
+	p := m.kexec
+	m.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("kexec: no kernel loaded")
+	}
+	if p.retryAfter {
+		if err := kexec.Load(p.img); err != nil {
+			return fmt.Errorf("kexec: load after stopping services: %w", err)
+		}
+	}
+	return kexec.Exec()
+}

@@ -1,0 +1,55 @@
+package kexec
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestReuseDropsOneShotParams(t *testing.T) {
+	in := []string{"BOOT_IMAGE=/vmlinuz", "console=ttyS0", "baton.prev=stop:12", "baton.once.marker=1", "quiet", "initrd=/x", "note=two words"}
+	want := []string{"console=ttyS0", "quiet", "note=two words"}
+	if got := Reuse(in); !reflect.DeepEqual(got, want) {
+		t.Errorf("Reuse = %q, want %q", got, want)
+	}
+	if got := Join(want); got != `console=ttyS0 quiet note="two words"` {
+		t.Errorf("Join = %s", got)
+	}
+}
+
+func TestErrorsSayWhatToDo(t *testing.T) {
+	for errno, want := range map[unix.Errno]string{
+		unix.ENOEXEC: "not a kernel", unix.EPERM: "kexec_load_disabled", unix.EKEYREJECTED: "signature",
+		unix.EBADMSG: "signature", unix.ENOSYS: "CONFIG_KEXEC_FILE", unix.ENOMEM: "stop services and retry", unix.EBUSY: "retry",
+	} {
+		err := callError("kexec_file_load(/boot/x, no initrd, \"\", 0x2)", errno)
+		var ke *Error
+		if !errors.As(err, &ke) || !errors.Is(err, errno) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "/boot/x") {
+			t.Errorf("%v: %v", errno, err)
+		}
+	}
+}
+
+func TestLoadRefusesWhatIsNotAKernel(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("kexec_file_load needs CAP_SYS_BOOT")
+	}
+	// Not a bzImage: the kernel refuses it (ENOEXEC), or refuses kexec here at all (EPERM in a
+	// container, ENOSYS): each is an Error naming the file and saying what to do.
+	notKernel := filepath.Join(t.TempDir(), "vmlinuz")
+	os.WriteFile(notKernel, []byte("this is not a kernel"), 0o644)
+	err := Load(Image{Kernel: notKernel, Cmdline: "console=ttyS0"})
+	var ke *Error
+	if !errors.As(err, &ke) || ke.Hint == "" || !strings.Contains(err.Error(), notKernel) {
+		t.Fatalf("Load(not a kernel) = %v", err)
+	}
+	t.Logf("refused as expected: %v", err)
+	if err := Load(Image{Kernel: filepath.Join(t.TempDir(), "missing")}); err == nil || !strings.Contains(err.Error(), "kernel: open") {
+		t.Errorf("missing kernel: %v", err)
+	}
+}
