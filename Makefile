@@ -12,10 +12,13 @@ CONTROL_PORT ?= 7000
 STREAM_PORT  ?= 9000
 COMPRESS   ?= gzip
 QEMU_ACCEL ?= $(if $(BATON_QEMU_ACCEL),$(BATON_QEMU_ACCEL),tcg)
+BOOTLOADER := /usr/lib/systemd/boot/efi/systemd-bootx64.efi
+VMLINUZ     = $(firstword $(wildcard $(KERNEL_DIR)/boot/vmlinuz-*))
+CLOUD_VMLINUZ = $(firstword $(wildcard $(OUT)/kernel/cloud-amd64/boot/vmlinuz-*))
 
 BINS := $(OUT)/bin/init $(OUT)/bin/initctl $(OUT)/bin/web $(OUT)/bin/stream $(OUT)/bin/testsvc
 
-.PHONY: all run test unit qemu-test image bench bench-handoff deps qemu kernel interop vet clean
+.PHONY: run-uefi all run test unit qemu-test image bench bench-handoff deps qemu kernel interop vet clean
 all: image
 
 # --- dependencies a fresh machine lacks -------------------------------------------------
@@ -27,13 +30,16 @@ interop:
 	  echo "installing libsystemd-dev, systemd, gcc (apt)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libsystemd-dev systemd gcc libc6-dev; }
 
+# QEMU, UEFI firmware (OVMF) and systemd-boot for the boot disk.
 qemu:
-	@command -v qemu-system-x86_64 >/dev/null || { \
-	  echo "installing qemu-system-x86 (apt)"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-system-x86; }
+	@{ command -v qemu-system-x86_64 >/dev/null && test -f /usr/share/OVMF/OVMF_CODE_4M.fd && test -f $(BOOTLOADER); } || { \
+	  echo "installing qemu-system-x86, ovmf, systemd-boot-efi (apt)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-system-x86 ovmf systemd-boot-efi; }
 
+# Debian's generic kernel (the appliance's) and its cloud build (a second kernel to kexec into).
 kernel:
 	@qemu-tests/fetch-kernel.sh amd64 >/dev/null
+	@qemu-tests/fetch-kernel.sh cloud-amd64 >/dev/null
 
 # --- build ------------------------------------------------------------------------------
 $(OUT)/bin/init: FORCE
@@ -49,10 +55,14 @@ $(OUT)/bin/testsvc: FORCE
 	$(GOBUILD) -o $@ ./qemu-tests/testsvc
 FORCE:
 
-image: kernel $(BINS)
+# out/initramfs.img, and out/disk.img: a UEFI boot disk (GPT, FAT32 ESP labelled BOOT with
+# systemd-boot, /vmlinuz, /vmlinuz-cloud, /initramfs.img) that the appliance mounts at /boot.
+image: qemu kernel $(BINS)
 	$(GO) run ./images/cmd/mkimage -config examples/baton.toml -init $(OUT)/bin/init \
-	  -bindir $(OUT)/bin -kernel-modules $(KERNEL_DIR)/lib/modules -compress $(COMPRESS) -tls-dir $(OUT)/tls \
-	  -o $(OUT)/initramfs.img
+	  -bindir $(OUT)/bin -kernel-modules $(KERNEL_DIR)/lib/modules -kernel-modules $(OUT)/kernel/cloud-amd64/lib/modules \
+	  -carry nls_cp437,nls_utf8,nls_ascii -compress $(COMPRESS) -tls-dir $(OUT)/tls -o $(OUT)/initramfs.img \
+	  -disk $(OUT)/disk.img -bootloader $(BOOTLOADER) -kernel $(VMLINUZ) -disk-file /vmlinuz-cloud=$(CLOUD_VMLINUZ) \
+	  -cmdline "console=ttyS0 panic=-1 quiet"
 
 # --- run the demo -----------------------------------------------------------------------
 run: qemu image
@@ -60,9 +70,20 @@ run: qemu image
 	@echo "Control: $(OUT)/bin/initctl --remote 127.0.0.1:$(CONTROL_PORT) --tls-dir $(OUT)/tls status"
 	@echo "Stream (line counter, survives upgrades): nc 127.0.0.1 $(STREAM_PORT)"
 	@echo "Quit: ctrl-a x (QEMU), or ctrl-a c then 'sendkey ctrl-alt-delete' for an orderly reboot (ends QEMU)."
+	@echo "UEFI boot from the disk instead: make run-uefi"
+	@echo "kexec: $(OUT)/bin/initctl --remote 127.0.0.1:$(CONTROL_PORT) --tls-dir $(OUT)/tls kexec [--kernel /boot/vmlinuz-cloud]"
 	qemu-system-x86_64 -accel $(QEMU_ACCEL) -m 512 -nodefaults -no-reboot -nographic \
-	  -serial mon:stdio -kernel $$(ls $(KERNEL_DIR)/boot/vmlinuz-* | head -n1) \
+	  -serial mon:stdio -kernel $(VMLINUZ) \
 	  -initrd $(OUT)/initramfs.img -append "console=ttyS0 panic=-1 quiet" \
+	  -drive file=$(OUT)/disk.img,if=virtio,format=raw \
+	  -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$(HTTP_PORT)-:80,hostfwd=tcp:127.0.0.1:$(CONTROL_PORT)-:7000,hostfwd=tcp:127.0.0.1:$(STREAM_PORT)-:9000 \
+	  -device virtio-net-pci,netdev=n0
+
+run-uefi: qemu image
+	cp /usr/share/OVMF/OVMF_VARS_4M.fd $(OUT)/ovmf-vars.fd
+	qemu-system-x86_64 -accel $(QEMU_ACCEL) -m 512 -nodefaults -nographic -serial mon:stdio -machine q35 \
+	  -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+	  -drive if=pflash,format=raw,file=$(OUT)/ovmf-vars.fd -drive file=$(OUT)/disk.img,if=virtio,format=raw \
 	  -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$(HTTP_PORT)-:80,hostfwd=tcp:127.0.0.1:$(CONTROL_PORT)-:7000,hostfwd=tcp:127.0.0.1:$(STREAM_PORT)-:9000 \
 	  -device virtio-net-pci,netdev=n0
 

@@ -22,7 +22,8 @@ const (
 func TestQEMUBootDemo(t *testing.T) {
 	t.Parallel()
 	vmlinuz, modules := kernel(t, "amd64")
-	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: testImage(t, modules), Forward: []int{webPort, testPort}})
+	initrd, disk := testImage(t, modules)
+	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: initrd, Disk: disk, Forward: []int{webPort, testPort}})
 
 	started := vm.WaitFor(`baton: all services started`, bootTimeout)
 	t.Logf("boot: %s", started)
@@ -71,7 +72,7 @@ func TestQEMUBootDemo(t *testing.T) {
 			}
 		}
 		for _, m := range []string{"/proc proc", "/sys sysfs", "/dev devtmpfs", "/dev/pts devpts",
-			"/dev/shm tmpfs", "/run tmpfs", "/tmp tmpfs", "/sys/fs/cgroup cgroup2"} {
+			"/dev/shm tmpfs", "/run tmpfs", "/tmp tmpfs", "/sys/fs/cgroup cgroup2", "/boot vfat"} {
 			if !contains(info.Mounts, m) {
 				t.Errorf("mount %q missing; mounts: %v", m, info.Mounts)
 			}
@@ -142,7 +143,8 @@ func TestQEMUBootDemo(t *testing.T) {
 func TestQEMUBrokenConfig(t *testing.T) {
 	t.Parallel()
 	vmlinuz, modules := kernel(t, "amd64")
-	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: testImage(t, modules),
+	initrd, disk := testImage(t, modules)
+	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: initrd, Disk: disk,
 		Append: "baton.config=/etc/baton/broken.toml"})
 	line := vm.WaitFor(`config error`, bootTimeout)
 	for _, want := range []string{"/etc/baton/broken.toml:6:", "service[0].restart", `\"sometimes\" is not a restart policy`} {

@@ -44,7 +44,8 @@ func (vm *VM) initctl(t *testing.T, args ...string) (string, int) {
 func TestQEMUControl(t *testing.T) {
 	t.Parallel()
 	vmlinuz, modules := kernel(t, "amd64")
-	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: testImage(t, modules), Forward: []int{webPort, controlPort, streamPort}})
+	initrd, disk := testImage(t, modules)
+	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: initrd, Disk: disk, Forward: []int{webPort, controlPort, streamPort}})
 	vm.WaitFor(`baton: all services started`, bootTimeout)
 	vm.Get(t, webPort, "/") // the forward is up and web answers
 

@@ -71,6 +71,8 @@ type VM struct {
 
 	mu     sync.Mutex
 	lines  []string
+	times  []time.Time // when each line reached the host
+	cursor int         // WaitFor looks from here: each wait starts after the previous match
 	notify chan struct{} // closed and replaced on every new line
 	exited chan struct{}
 	err    error // QEMU's exit
@@ -78,10 +80,13 @@ type VM struct {
 
 // BootOptions says how to boot.
 type BootOptions struct {
-	Kernel  string
+	Kernel  string // direct kernel boot (SeaBIOS); "" boots the disk through OVMF
 	Initrd  string
 	Append  string // added to the kernel command line
 	Forward []int  // guest TCP ports to forward from free host loopback ports
+	Disk    string // attached as virtio, copy-on-write (the file is never changed)
+	// Reboot lets the guest reboot (no -no-reboot): a firmware reboot comes back up.
+	Reboot bool
 }
 
 func freePort(t *testing.T) int {
@@ -110,11 +115,22 @@ func Boot(t *testing.T, o BootOptions) *VM {
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", hp, gp)
 	}
 	args := []string{
-		"-accel", accel, "-m", "512", "-nodefaults", "-no-reboot", "-display", "none",
+		"-accel", accel, "-m", "512", "-nodefaults", "-display", "none",
 		"-serial", "stdio", "-monitor", "unix:" + vm.monitor + ",server,nowait",
-		"-kernel", o.Kernel, "-initrd", o.Initrd,
-		"-append", strings.TrimSpace("console=ttyS0 panic=-1 " + o.Append),
 		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+	}
+	if !o.Reboot {
+		args = append(args, "-no-reboot")
+	}
+	if o.Kernel != "" {
+		args = append(args, "-kernel", o.Kernel, "-initrd", o.Initrd,
+			"-append", strings.TrimSpace("console=ttyS0 panic=-1 "+o.Append))
+	} else {
+		args = append(args, ovmfArgs(t)...)
+	}
+	if o.Disk != "" {
+		// snapshot=on: writes go to a temporary overlay, so parallel guests share one image.
+		args = append(args, "-drive", "file="+o.Disk+",if=virtio,format=raw,snapshot=on")
 	}
 	vm.cmd = exec.Command(qemuBinary(t), args...)
 	stdout, err := vm.cmd.StdoutPipe()
@@ -138,6 +154,23 @@ func Boot(t *testing.T, o BootOptions) *VM {
 	return vm
 }
 
+// ovmfArgs boots through UEFI firmware: Debian's OVMF, read-only code and a private copy of
+// the variables. q35, as real UEFI machines are PCIe.
+func ovmfArgs(t *testing.T) []string {
+	t.Helper()
+	code, vars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	data, err := os.ReadFile(vars)
+	if err != nil {
+		skipOrFail(t, "no OVMF (Debian package ovmf): %v", err)
+	}
+	mine := filepath.Join(t.TempDir(), "vars.fd")
+	if err := os.WriteFile(mine, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"-machine", "q35", "-drive", "if=pflash,format=raw,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,file=" + mine}
+}
+
 func (vm *VM) readConsole(r io.Reader) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -146,6 +179,7 @@ func (vm *VM) readConsole(r io.Reader) {
 		vm.t.Logf("console: %s", line)
 		vm.mu.Lock()
 		vm.lines = append(vm.lines, line)
+		vm.times = append(vm.times, time.Now())
 		close(vm.notify)
 		vm.notify = make(chan struct{})
 		vm.mu.Unlock()
@@ -159,20 +193,32 @@ func (vm *VM) readConsole(r io.Reader) {
 
 var panicLine = regexp.MustCompile(`Kernel panic|Attempted to kill init`)
 
-// WaitFor waits until a console line matches re and returns it. A kernel panic, QEMU's exit or
-// the timeout fails the test with the last console lines.
+// WaitFor waits until a console line after the previous match matches re, and returns it. A
+// kernel panic, QEMU's exit or the timeout fails the test with the last console lines.
 func (vm *VM) WaitFor(re string, timeout time.Duration) string {
+	vm.t.Helper()
+	line, _ := vm.WaitForAt(re, timeout)
+	return line
+}
+
+// WaitForAt is WaitFor that also returns when the line reached the host.
+func (vm *VM) WaitForAt(re string, timeout time.Duration) (string, time.Time) {
 	vm.t.Helper()
 	pat := regexp.MustCompile(re)
 	deadline := time.After(timeout)
-	seen := 0
+	vm.mu.Lock()
+	seen := vm.cursor
+	vm.mu.Unlock()
 	for {
 		vm.mu.Lock()
-		lines, notify := vm.lines, vm.notify
+		lines, times, notify := vm.lines, vm.times, vm.notify
 		vm.mu.Unlock()
 		for ; seen < len(lines); seen++ {
 			if pat.MatchString(lines[seen]) {
-				return lines[seen]
+				vm.mu.Lock()
+				vm.cursor = seen + 1
+				vm.mu.Unlock()
+				return lines[seen], times[seen]
 			}
 			if panicLine.MatchString(lines[seen]) {
 				vm.fail("kernel panic while waiting for /%s/", re)

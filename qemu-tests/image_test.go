@@ -14,6 +14,7 @@ import (
 var (
 	imageOnce sync.Once
 	imagePath string
+	diskPath  string // the boot disk: ESP with systemd-boot, both kernels, the test image
 	imageErr  error
 	// hostBin holds the binaries built for the test image, initctl among them; hostTLS the
 	// client's half of the remote API's certificates.
@@ -22,10 +23,16 @@ var (
 )
 
 // testImage builds, once per test run, the appliance the QEMU tests boot: the init binary,
-// the demo web service and testsvc, the test config, a broken config to boot with on demand,
-// and squashfs carried but not loaded, for the on-demand module test.
-func testImage(t *testing.T, modules string) string {
+// the demo web and stream services and testsvc, the test config, a broken config to boot with
+// on demand, squashfs carried but not loaded (for the on-demand module test), and modules for
+// both Debian kernels; and the boot disk holding both kernels and the image.
+func testImage(t *testing.T, modules string) (initrd, disk string) {
 	t.Helper()
+	_, cloudModules := kernel(t, "cloud-amd64")
+	bootloader := "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
+	if _, err := os.Stat(bootloader); err != nil {
+		skipOrFail(t, "no %s (Debian package systemd-boot-efi) for the boot disk", bootloader)
+	}
 	imageOnce.Do(func() {
 		dir := filepath.Join(repoRoot, "out/qemu-tests")
 		if imageErr = os.MkdirAll(filepath.Join(dir, "bin"), 0o755); imageErr != nil {
@@ -47,8 +54,8 @@ func testImage(t *testing.T, modules string) string {
 			Init:          filepath.Join(dir, "bin/init"),
 			BinDir:        filepath.Join(dir, "bin"),
 			Files:         map[string]string{"/etc/baton/broken.toml": filepath.Join(repoRoot, "qemu-tests/testdata/broken.toml")},
-			KernelModules: []string{modules},
-			Carry:         []string{"squashfs"},
+			KernelModules: []string{modules, cloudModules},
+			Carry:         []string{"squashfs", "nls_cp437", "nls_utf8", "nls_ascii"},
 			TLSDir:        filepath.Join(dir, "tls"),
 		})
 		if err != nil {
@@ -60,12 +67,19 @@ func testImage(t *testing.T, modules string) string {
 			return
 		}
 		imagePath = filepath.Join(dir, "initramfs.img")
-		imageErr = os.WriteFile(imagePath, buf.Bytes(), 0o644)
+		if imageErr = os.WriteFile(imagePath, buf.Bytes(), 0o644); imageErr != nil {
+			return
+		}
+		generic, _ := filepath.Glob(filepath.Join(repoRoot, "out/kernel/amd64/boot/vmlinuz-*"))
+		cloud, _ := filepath.Glob(filepath.Join(repoRoot, "out/kernel/cloud-amd64/boot/vmlinuz-*"))
+		diskPath = filepath.Join(dir, "disk.img")
+		imageErr = images.BuildDisk(diskPath, images.DiskSpec{Bootloader: bootloader, Kernel: generic[0], Initrd: imagePath,
+			Cmdline: "console=ttyS0 panic=-1", Files: map[string]string{"/vmlinuz-cloud": cloud[0]}})
 	})
 	if imageErr != nil {
 		t.Fatalf("build test image: %v", imageErr)
 	}
-	return imagePath
+	return imagePath, diskPath
 }
 
 type buildError struct {
