@@ -71,8 +71,8 @@ type VM struct {
 
 	mu     sync.Mutex
 	lines  []string
-	times  []time.Time // when each line reached the host
-	cursor int         // WaitFor looks from here: each wait starts after the previous match
+	times  []time.Time   // when each line reached the host
+	cursor int           // WaitFor looks from here: each wait starts after the previous match
 	notify chan struct{} // closed and replaced on every new line
 	exited chan struct{}
 	err    error // QEMU's exit
