@@ -10,8 +10,6 @@ import (
 )
 
 const (
-	webPort  = 80
-	testPort = 81
 	// Generous for TCG on a loaded 2-core machine; a healthy boot takes ~3 s to services.
 	bootTimeout = 120 * time.Second
 )

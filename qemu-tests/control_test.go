@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,28 +15,6 @@ import (
 	"testing"
 	"time"
 )
-
-const (
-	controlPort = 7000
-	streamPort  = 9000
-)
-
-// initctl runs the host's initctl against the guest's remote API (mutual TLS through the port
-// forward) and returns its output and exit code.
-func (vm *VM) initctl(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	full := append([]string{"--remote", "127.0.0.1:" + strconv.Itoa(vm.ports[controlPort]), "--tls-dir", hostTLS}, args...)
-	cmd := exec.Command(hostBin+"/initctl", full...)
-	out, err := cmd.CombinedOutput()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("initctl %v: %v", args, err)
-	}
-	t.Logf("initctl %s → %d\n%s", strings.Join(args, " "), code, out)
-	return string(out), code
-}
 
 // TestQEMUControl drives the booted appliance from the host with initctl: list, restart a
 // service, read its logs and the boot timeline, then power off.
@@ -49,7 +26,7 @@ func TestQEMUControl(t *testing.T) {
 	vm.WaitFor(`baton: all services started`, bootTimeout)
 	vm.Get(t, webPort, "/") // the forward is up and web answers
 
-	out, code := vm.initctl(t, "status")
+	out, code := vm.Initctl(t, "status")
 	if code != 0 || !regexp.MustCompile(`(?m)^web\s+running\s+\d+`).MatchString(out) || !regexp.MustCompile(`(?m)^testsvc\s+running`).MatchString(out) {
 		t.Fatalf("status: %d\n%s", code, out)
 	}
@@ -58,7 +35,7 @@ func TestQEMUControl(t *testing.T) {
 		Cgroup string
 		Status string
 	}
-	out, _ = vm.initctl(t, "status", "web", "--json")
+	out, _ = vm.Initctl(t, "status", "web", "--json")
 	if err := json.Unmarshal([]byte(out), &before); err != nil {
 		t.Fatalf("status --json: %v", err)
 	}
@@ -67,7 +44,7 @@ func TestQEMUControl(t *testing.T) {
 	}
 
 	start := time.Now()
-	out, code = vm.initctl(t, "restart", "web")
+	out, code = vm.Initctl(t, "restart", "web")
 	t.Logf("initctl restart web returned after %v (ready again)", time.Since(start))
 	if code != 0 || !strings.Contains(out, "web: running in") {
 		t.Fatalf("restart: %d %s", code, out)
@@ -79,21 +56,21 @@ func TestQEMUControl(t *testing.T) {
 
 	t.Run("upgrade under load", func(t *testing.T) { upgradeUnderLoad(t, vm) })
 
-	out, code = vm.initctl(t, "logs", "web")
+	out, code = vm.Initctl(t, "logs", "web")
 	if code != 0 || strings.Count(out, "serving on") != 3 {
 		t.Errorf("logs: %d, want three 'serving' lines (first start, restart, upgrade):\n%s", code, out)
 	}
-	out, code = vm.initctl(t, "analyze")
+	out, code = vm.Initctl(t, "analyze")
 	for _, want := range []string{"kernel ", "load kernel modules", "service web", "start services"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("analyze lacks %q:\n%s", want, out)
 		}
 	}
-	if out, code = vm.initctl(t, "restart", "nope"); code != 3 {
+	if out, code = vm.Initctl(t, "restart", "nope"); code != 3 {
 		t.Errorf("restart nope: exit %d, want 3 (unknown service)\n%s", code, out)
 	}
 
-	if out, code = vm.initctl(t, "poweroff"); code != 0 {
+	if out, code = vm.Initctl(t, "poweroff"); code != 0 {
 		t.Fatalf("poweroff: %d %s", code, out)
 	}
 	vm.WaitFor(`shutdown complete action=poweroff`, 30*time.Second)
@@ -134,7 +111,7 @@ func upgradeUnderLoad(t *testing.T, vm *VM) {
 			}
 		}()
 	}
-	conn, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(vm.ports[streamPort]))
+	conn, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(vm.HostPort(streamPort)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +129,7 @@ func upgradeUnderLoad(t *testing.T, vm *VM) {
 	say(1)
 	say(2)
 	for _, svc := range []string{"web", "stream"} {
-		if out, code := vm.initctl(t, "upgrade", svc); code != 0 || !strings.Contains(out, "upgraded pid") {
+		if out, code := vm.Initctl(t, "upgrade", svc); code != 0 || !strings.Contains(out, "upgraded pid") {
 			t.Errorf("upgrade %s: %d %s", svc, code, out)
 		}
 	}

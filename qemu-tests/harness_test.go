@@ -1,332 +1,39 @@
 package qemutests
 
 import (
-	"bufio"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
-	"strings"
-	"sync"
 	"testing"
-	"time"
+
+	qvm "github.com/baton-init/baton/qemu-tests/vm"
 )
 
-// The harness boots Debian's kernel with a baton image under QEMU, with the serial console in
-// the test log. It fails fast on a kernel panic, an early QEMU exit or a timeout, and shows the
-// last console lines when it does.
+// The tests boot through qemu-tests/vm; these names keep them short.
+type (
+	VM          = qvm.VM
+	BootOptions = qvm.BootOptions
+)
 
-var repoRoot = func() string { d, _ := filepath.Abs(".."); return d }()
+const (
+	webPort     = qvm.WebPort
+	testPort    = qvm.TestPort
+	controlPort = qvm.ControlPort
+	streamPort  = qvm.StreamPort
+)
 
-// requireQEMU makes a missing QEMU or kernel a failure rather than a skip (make test sets it),
-// so CI cannot pass by skipping the tests that matter most.
-func requireQEMU() bool { return os.Getenv("BATON_REQUIRE_QEMU") == "1" }
+var (
+	repoRoot  = qvm.RepoRoot
+	panicLine = qvm.PanicLine
+)
+
+func kernel(t *testing.T, flavour string) (string, string) { t.Helper(); return qvm.Kernel(t, flavour) }
 
 func skipOrFail(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if requireQEMU() {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format+" (set BATON_REQUIRE_QEMU=1 or run make test to fetch it)", args...)
+	qvm.SkipOrFail(t, format, args...)
 }
 
-// kernel finds the kernel image under out/kernel/<flavour>, fetching it if make test asked.
-func kernel(t *testing.T, flavour string) (vmlinuz, modules string) {
-	t.Helper()
-	dir := filepath.Join(repoRoot, "out/kernel", flavour)
-	found, _ := filepath.Glob(filepath.Join(dir, "boot/vmlinuz-*"))
-	if len(found) == 0 && requireQEMU() {
-		cmd := exec.Command(filepath.Join(repoRoot, "qemu-tests/fetch-kernel.sh"), flavour)
-		cmd.Stderr = os.Stderr
-		if out, err := cmd.Output(); err != nil {
-			t.Fatalf("fetch kernel %s: %v (%s)", flavour, err, out)
-		}
-		found, _ = filepath.Glob(filepath.Join(dir, "boot/vmlinuz-*"))
-	}
-	if len(found) == 0 {
-		skipOrFail(t, "no kernel under %s", dir)
-	}
-	return found[0], filepath.Join(dir, "lib/modules")
-}
-
-func qemuBinary(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		skipOrFail(t, "qemu-system-x86_64 not installed")
-	}
-	return p
-}
-
-// VM is one running QEMU guest.
-type VM struct {
-	t       *testing.T
-	cmd     *exec.Cmd
-	ports   map[int]int // guest port → host port
-	monitor string      // HMP unix socket path
-
-	mu     sync.Mutex
-	lines  []string
-	times  []time.Time   // when each line reached the host
-	cursor int           // WaitFor looks from here: each wait starts after the previous match
-	notify chan struct{} // closed and replaced on every new line
-	exited chan struct{}
-	err    error // QEMU's exit
-}
-
-// BootOptions says how to boot.
-type BootOptions struct {
-	Kernel  string // direct kernel boot (SeaBIOS); "" boots the disk through OVMF
-	Initrd  string
-	Append  string // added to the kernel command line
-	Forward []int  // guest TCP ports to forward from free host loopback ports
-	Disk    string // attached as virtio, copy-on-write (the file is never changed)
-	// Reboot lets the guest reboot (no -no-reboot): a firmware reboot comes back up.
-	Reboot bool
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// Boot starts QEMU. It is stopped (killed if still running) when the test ends.
+// Boot boots with the host's initctl and the test image's client certificates at hand.
 func Boot(t *testing.T, o BootOptions) *VM {
 	t.Helper()
-	accel := os.Getenv("BATON_QEMU_ACCEL")
-	if accel == "" {
-		accel = "tcg" // /dev/kvm exists here but hangs guests; KVM only when asked
-	}
-	vm := &VM{t: t, ports: map[int]int{}, notify: make(chan struct{}), exited: make(chan struct{}),
-		monitor: filepath.Join(t.TempDir(), "monitor.sock")}
-	netdev := "user,id=n0"
-	for _, gp := range o.Forward {
-		hp := freePort(t)
-		vm.ports[gp] = hp
-		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", hp, gp)
-	}
-	args := []string{
-		"-accel", accel, "-m", "512", "-nodefaults", "-display", "none",
-		"-serial", "stdio", "-monitor", "unix:" + vm.monitor + ",server,nowait",
-		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
-	}
-	if !o.Reboot {
-		args = append(args, "-no-reboot")
-	}
-	if o.Kernel != "" {
-		args = append(args, "-kernel", o.Kernel, "-initrd", o.Initrd,
-			"-append", strings.TrimSpace("console=ttyS0 panic=-1 "+o.Append))
-	} else {
-		args = append(args, ovmfArgs(t)...)
-	}
-	if o.Disk != "" {
-		// snapshot=on: writes go to a temporary overlay, so parallel guests share one image.
-		args = append(args, "-drive", "file="+o.Disk+",if=virtio,format=raw,snapshot=on")
-	}
-	vm.cmd = exec.Command(qemuBinary(t), args...)
-	stdout, err := vm.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm.cmd.Stderr = vm.cmd.Stdout
-	t.Logf("qemu %s", strings.Join(args, " "))
-	if err := vm.cmd.Start(); err != nil {
-		t.Fatalf("start qemu: %v", err)
-	}
-	go vm.readConsole(stdout)
-	t.Cleanup(func() {
-		select {
-		case <-vm.exited:
-		default:
-			_ = vm.cmd.Process.Kill()
-			<-vm.exited
-		}
-	})
-	return vm
-}
-
-// ovmfArgs boots through UEFI firmware: Debian's OVMF, read-only code and a private copy of
-// the variables. q35, as real UEFI machines are PCIe.
-func ovmfArgs(t *testing.T) []string {
-	t.Helper()
-	code, vars := "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"
-	data, err := os.ReadFile(vars)
-	if err != nil {
-		skipOrFail(t, "no OVMF (Debian package ovmf): %v", err)
-	}
-	mine := filepath.Join(t.TempDir(), "vars.fd")
-	if err := os.WriteFile(mine, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return []string{"-machine", "q35", "-drive", "if=pflash,format=raw,readonly=on,file=" + code,
-		"-drive", "if=pflash,format=raw,file=" + mine}
-}
-
-func (vm *VM) readConsole(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
-		vm.t.Logf("console: %s", line)
-		vm.mu.Lock()
-		vm.lines = append(vm.lines, line)
-		vm.times = append(vm.times, time.Now())
-		close(vm.notify)
-		vm.notify = make(chan struct{})
-		vm.mu.Unlock()
-	}
-	err := vm.cmd.Wait()
-	vm.mu.Lock()
-	vm.err = err
-	close(vm.exited)
-	vm.mu.Unlock()
-}
-
-var panicLine = regexp.MustCompile(`Kernel panic|Attempted to kill init`)
-
-// WaitFor waits until a console line after the previous match matches re, and returns it. A
-// kernel panic, QEMU's exit or the timeout fails the test with the last console lines.
-func (vm *VM) WaitFor(re string, timeout time.Duration) string {
-	vm.t.Helper()
-	line, _ := vm.WaitForAt(re, timeout)
-	return line
-}
-
-// WaitForAt is WaitFor that also returns when the line reached the host.
-func (vm *VM) WaitForAt(re string, timeout time.Duration) (string, time.Time) {
-	vm.t.Helper()
-	pat := regexp.MustCompile(re)
-	deadline := time.After(timeout)
-	vm.mu.Lock()
-	seen := vm.cursor
-	vm.mu.Unlock()
-	for {
-		vm.mu.Lock()
-		lines, times, notify := vm.lines, vm.times, vm.notify
-		vm.mu.Unlock()
-		for ; seen < len(lines); seen++ {
-			if pat.MatchString(lines[seen]) {
-				vm.mu.Lock()
-				vm.cursor = seen + 1
-				vm.mu.Unlock()
-				return lines[seen], times[seen]
-			}
-			if panicLine.MatchString(lines[seen]) {
-				vm.fail("kernel panic while waiting for /%s/", re)
-			}
-		}
-		select {
-		case <-notify:
-		case <-vm.exited:
-			vm.mu.Lock()
-			more := len(vm.lines) > seen
-			vm.mu.Unlock()
-			if !more {
-				vm.fail("QEMU exited (%v) while waiting for /%s/", vm.err, re)
-			}
-		case <-deadline:
-			vm.fail("timed out after %s waiting for /%s/", timeout, re)
-		}
-	}
-}
-
-// Console returns every console line so far.
-func (vm *VM) Console() []string {
-	vm.mu.Lock()
-	defer vm.mu.Unlock()
-	return append([]string(nil), vm.lines...)
-}
-
-func (vm *VM) fail(format string, args ...any) {
-	vm.t.Helper()
-	vm.failT(vm.t, format, args...)
-}
-
-func (vm *VM) failT(t testing.TB, format string, args ...any) {
-	t.Helper()
-	lines := vm.Console()
-	if len(lines) > 40 {
-		lines = lines[len(lines)-40:]
-	}
-	t.Fatalf(format+"\nlast console lines:\n  %s", append(args, strings.Join(lines, "\n  "))...)
-}
-
-// WaitExit waits for QEMU to exit and returns its exit code.
-func (vm *VM) WaitExit(timeout time.Duration) int {
-	vm.t.Helper()
-	select {
-	case <-vm.exited:
-	case <-time.After(timeout):
-		vm.fail("QEMU still running after %s", timeout)
-	}
-	return vm.cmd.ProcessState.ExitCode()
-}
-
-// URL is the host-side address of a forwarded guest port.
-func (vm *VM) URL(guestPort int, path string) string {
-	return fmt.Sprintf("http://127.0.0.1:%d%s", vm.ports[guestPort], path)
-}
-
-var client = &http.Client{Timeout: 5 * time.Second}
-
-// Get fetches a guest URL through the port forward and returns the body; non-200 fails t.
-// Connection errors are retried for a few seconds: "started" readiness means the service
-// was executed, not that it listens yet, and QEMU's forward resets connections until it does.
-func (vm *VM) Get(t testing.TB, guestPort int, path string) string {
-	t.Helper()
-	return vm.do(t, "GET", guestPort, path)
-}
-
-// Post is Get with POST.
-func (vm *VM) Post(t testing.TB, guestPort int, path string) string {
-	t.Helper()
-	return vm.do(t, "POST", guestPort, path)
-}
-
-func (vm *VM) do(t testing.TB, method string, guestPort int, path string) string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		req, _ := http.NewRequest(method, vm.URL(guestPort, path), nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			if time.Now().Before(deadline) {
-				time.Sleep(100 * time.Millisecond)
-				continue
-			}
-			vm.failT(t, "%s %s: %v", method, path, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			vm.failT(t, "%s %s: %s: %s", method, path, resp.Status, body)
-		}
-		return string(body)
-	}
-}
-
-// Monitor sends one command to QEMU's human monitor.
-func (vm *VM) Monitor(command string) {
-	vm.t.Helper()
-	c, err := net.Dial("unix", vm.monitor)
-	if err != nil {
-		vm.fail("monitor: %v", err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	r := bufio.NewReader(c)
-	_, _ = r.ReadString(')') // the "(qemu)" prompt
-	if _, err := fmt.Fprintf(c, "%s\n", command); err != nil {
-		vm.fail("monitor %q: %v", command, err)
-	}
-	_, _ = r.ReadString(')') // the echo, then the next prompt once the command ran
+	o.Initctl, o.TLSDir = hostBin+"/initctl", hostTLS
+	return qvm.Boot(t, o)
 }

@@ -1,95 +1,12 @@
 package qemutests
 
 import (
-	"net/http"
+	qvm "github.com/baton-init/baton/qemu-tests/vm"
 	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
-
-// poller requests the guest's web service every few milliseconds from the host and records
-// the last success before and the first success after a gap, the way the seed measured
-// downtime.
-type poller struct {
-	vm       *VM
-	stop     chan struct{}
-	done     sync.WaitGroup
-	mu       sync.Mutex
-	lastOK   time.Time
-	gaps     []gap
-	failures atomic.Int64
-}
-
-type gap struct{ from, to time.Time }
-
-func startPoller(vm *VM) *poller {
-	p := &poller{vm: vm, stop: make(chan struct{})}
-	hc := &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
-	p.done.Add(1)
-	go func() {
-		defer p.done.Done()
-		down := false
-		for {
-			select {
-			case <-p.stop:
-				return
-			default:
-			}
-			resp, err := hc.Get(vm.URL(webPort, "/"))
-			ok := err == nil && resp.StatusCode == 200
-			if err == nil {
-				resp.Body.Close()
-			}
-			now := time.Now()
-			p.mu.Lock()
-			switch {
-			case ok && down:
-				p.gaps = append(p.gaps, gap{p.lastOK, now})
-				down = false
-				p.lastOK = now
-			case ok:
-				p.lastOK = now
-			default:
-				p.failures.Add(1)
-				down = true
-			}
-			p.mu.Unlock()
-			if !ok {
-				time.Sleep(5 * time.Millisecond)
-			} else {
-				time.Sleep(10 * time.Millisecond)
-			}
-		}
-	}()
-	return p
-}
-
-// waitGap waits for the service to come back after the downtime that contains moment at (the
-// host's arrival time of a console line such as "Starting new kernel") and returns the gap.
-func (p *poller) waitGap(t *testing.T, at time.Time, timeout time.Duration) gap {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		p.mu.Lock()
-		for _, g := range p.gaps {
-			if !g.from.After(at) && !g.to.Before(at) {
-				p.mu.Unlock()
-				return g
-			}
-		}
-		p.mu.Unlock()
-		time.Sleep(20 * time.Millisecond) // the poller goroutine records gaps; nothing to wait on
-	}
-	t.Fatalf("web did not come back within %s", timeout)
-	return gap{}
-}
-
-func (g gap) String() string { return g.to.Sub(g.from).Round(time.Millisecond).String() }
-
-func (p *poller) end() { close(p.stop); p.done.Wait() }
 
 // TestQEMUKexec boots Debian's generic kernel with the boot disk at /boot and, in one guest:
 // a refused load (not a kernel) that stops nothing; a kexec into the same kernel with a marker
@@ -101,8 +18,8 @@ func TestQEMUKexec(t *testing.T) {
 	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: initrd, Disk: disk, Forward: []int{webPort, testPort, controlPort}})
 	vm.WaitFor(`baton: all services started`, bootTimeout)
 	vm.Get(t, webPort, "/")
-	p := startPoller(vm)
-	defer p.end()
+	p := qvm.StartPoller(vm, webPort)
+	defer p.End()
 	info := func() (cmdline, release string) {
 		var i struct{ Cmdline, Release string }
 		mustJSON(t, vm.Get(t, testPort, "/info"), &i)
@@ -110,47 +27,47 @@ func TestQEMUKexec(t *testing.T) {
 	}
 
 	t.Run("refused load costs no downtime", func(t *testing.T) {
-		before := p.failures.Load()
-		out, code := vm.initctl(t, "kexec", "--kernel", "/etc/baton/baton.toml")
+		before := p.Failures.Load()
+		out, code := vm.Initctl(t, "kexec", "--kernel", "/etc/baton/baton.toml")
 		if code != 1 || !strings.Contains(out, "exec format error") || !strings.Contains(out, "not a kernel") || !strings.Contains(out, "/etc/baton/baton.toml") {
 			t.Errorf("kexec of a non-kernel: exit %d\n%s", code, out)
 		}
-		out, code = vm.initctl(t, "kexec", "--kernel", "/boot/nonexistent")
+		out, code = vm.Initctl(t, "kexec", "--kernel", "/boot/nonexistent")
 		if code != 1 || !strings.Contains(out, "no such file") {
 			t.Errorf("kexec of a missing file: exit %d\n%s", code, out)
 		}
 		vm.Get(t, webPort, "/")
-		if n := p.failures.Load() - before; n != 0 {
+		if n := p.Failures.Load() - before; n != 0 {
 			t.Errorf("web failed %d requests while the refused loads were tried", n)
 		}
 	})
 
 	t.Run("same kernel with a marker", func(t *testing.T) {
-		out, code := vm.initctl(t, "kexec", "--append", "baton.test.marker=first")
+		out, code := vm.Initctl(t, "kexec", "--append", "baton.test.marker=first")
 		if code != 0 || !strings.Contains(out, "loaded /boot/vmlinuz") {
 			t.Fatalf("kexec: %d\n%s", code, out)
 		}
 		_, jump := vm.WaitForAt(`kexec_core: Starting new kernel`, 60*time.Second)
 		vm.WaitFor(`baton: all services started`, bootTimeout)
-		t.Logf("HTTP downtime of the kexec: %v", p.waitGap(t, jump, 60*time.Second))
+		t.Logf("HTTP downtime of the kexec: %v", p.WaitGap(t, jump, 60*time.Second))
 		cmdline, _ := info()
 		if !strings.Contains(cmdline, "baton.test.marker=first") || !regexp.MustCompile(`baton.prev=[0-9a-f]+`).MatchString(cmdline) {
 			t.Errorf("new kernel's command line %q lacks the marker", cmdline)
 		}
-		if out, _ := vm.initctl(t, "analyze"); !strings.Contains(out, "previous shutdown (kexec)") || !strings.Contains(out, "stop services") {
+		if out, _ := vm.Initctl(t, "analyze"); !strings.Contains(out, "previous shutdown (kexec)") || !strings.Contains(out, "stop services") {
 			t.Errorf("analyze does not show the previous shutdown:\n%s", out)
 		}
 	})
 
 	t.Run("kernel update to the cloud kernel", func(t *testing.T) {
 		_, before := info()
-		out, code := vm.initctl(t, "kexec", "--kernel", "/boot/vmlinuz-cloud")
+		out, code := vm.Initctl(t, "kexec", "--kernel", "/boot/vmlinuz-cloud")
 		if code != 0 {
 			t.Fatalf("kexec: %d\n%s", code, out)
 		}
 		_, jump := vm.WaitForAt(`Linux version .*cloud-amd64`, 60*time.Second)
 		vm.WaitFor(`baton: all services started`, bootTimeout)
-		t.Logf("HTTP downtime of the kexec into the cloud kernel: %v", p.waitGap(t, jump, 90*time.Second))
+		t.Logf("HTTP downtime of the kexec into the cloud kernel: %v", p.WaitGap(t, jump, 90*time.Second))
 		cmdline, after := info()
 		if before == after || !strings.HasSuffix(after, "-cloud-amd64") {
 			t.Errorf("uname -r %q → %q, want the cloud kernel", before, after)
@@ -160,7 +77,7 @@ func TestQEMUKexec(t *testing.T) {
 		}
 	})
 
-	vm.initctl(t, "poweroff")
+	vm.Initctl(t, "poweroff")
 	if code := vm.WaitExit(60 * time.Second); code != 0 {
 		t.Errorf("QEMU exited %d after poweroff", code)
 	}
@@ -174,19 +91,19 @@ func TestQEMUFirmwareReboot(t *testing.T) {
 	_, disk := testImage(t, modules)
 	vm := Boot(t, BootOptions{Disk: disk, Reboot: true, Forward: []int{webPort, controlPort}})
 	vm.WaitFor(`baton: all services started`, bootTimeout)
-	p := startPoller(vm)
-	defer p.end()
-	if out, code := vm.initctl(t, "reboot"); code != 0 {
+	p := qvm.StartPoller(vm, webPort)
+	defer p.End()
+	if out, code := vm.Initctl(t, "reboot"); code != 0 {
 		t.Fatalf("reboot: %d %s", code, out)
 	}
 	vm.WaitFor(`shutdown complete action=reboot`, 30*time.Second)
 	_, again := vm.WaitForAt(`Linux version`, 60*time.Second) // through firmware and boot loader again
 	vm.WaitFor(`baton: all services started`, bootTimeout)
-	t.Logf("HTTP downtime of the firmware reboot: %v", p.waitGap(t, again, 90*time.Second))
-	if out, _ := vm.initctl(t, "analyze"); !strings.Contains(out, "previous shutdown (reboot)") {
+	t.Logf("HTTP downtime of the firmware reboot: %v", p.WaitGap(t, again, 90*time.Second))
+	if out, _ := vm.Initctl(t, "analyze"); !strings.Contains(out, "previous shutdown (reboot)") {
 		t.Errorf("analyze does not show the previous reboot:\n%s", out)
 	}
-	vm.initctl(t, "poweroff")
+	vm.Initctl(t, "poweroff")
 	if code := vm.WaitExit(60 * time.Second); code != 0 {
 		t.Errorf("QEMU exited %d after poweroff", code)
 	}
