@@ -18,7 +18,7 @@ CLOUD_VMLINUZ = $(firstword $(wildcard $(OUT)/kernel/cloud-amd64/boot/vmlinuz-*)
 
 BINS := $(OUT)/bin/init $(OUT)/bin/initctl $(OUT)/bin/web $(OUT)/bin/stream $(OUT)/bin/testsvc
 
-.PHONY: run-uefi all run test unit qemu-test image bench bench-handoff deps qemu kernel interop vet clean
+.PHONY: run-uefi all run test unit qemu-test image bench bench-handoff bench-kexec deps qemu kernel interop vet clean
 all: image
 
 # --- dependencies a fresh machine lacks -------------------------------------------------
@@ -101,7 +101,10 @@ qemu-test: deps
 test: vet unit qemu-test
 
 # Benchmarks print a table and write JSON to out/bench/.
-bench: bench-handoff
+bench: bench-handoff bench-kexec
+
+bench-kexec: image
+	$(GO) run ./qemu-tests/cmd/bench-kexec -runs $(or $(RUNS),3) -o $(OUT)/bench/kexec.json
 
 bench-handoff:
 	$(GO) run ./qemu-tests/cmd/bench-handoff -o $(OUT)/bench/handoff.json

@@ -68,15 +68,25 @@ func Build(spec Spec) (*Initramfs, []*ModuleSet, error) {
 			return nil, nil, err
 		}
 	}
+	if err := img.checkRunnable("/init", spec.Init); err != nil {
+		return nil, nil, err
+	}
 	for _, s := range cfg.Service {
 		bin := s.Exec[0]
 		if img.Has(bin) {
+			if err := img.checkRunnable(bin, img.sources[path.Clean(bin)]); err != nil {
+				return nil, nil, fmt.Errorf("service %s: %w", s.Name, err)
+			}
 			continue
 		}
 		if spec.BinDir == "" {
 			return nil, nil, fmt.Errorf("service %s: no binary for %s (give -file %s=PATH or -bindir DIR)", s.Name, bin, bin)
 		}
-		if err := img.AddFile(bin, filepath.Join(spec.BinDir, path.Base(bin)), 0o755); err != nil {
+		host := filepath.Join(spec.BinDir, path.Base(bin))
+		if err := img.AddFile(bin, host, 0o755); err != nil {
+			return nil, nil, fmt.Errorf("service %s: %w", s.Name, err)
+		}
+		if err := img.checkRunnable(bin, host); err != nil {
 			return nil, nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
 	}

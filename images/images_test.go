@@ -211,6 +211,7 @@ func TestBuildErrors(t *testing.T) {
 		{"missing init", func(s *Spec) { s.Init = "/nonexistent/init" }, "/nonexistent/init"},
 		{"missing extra file", func(s *Spec) { s.Files["/etc/x"] = "/nonexistent/x" }, "/etc/x"},
 		{"unknown module", func(s *Spec) { s.Modules = []string{"nosuch"} }, "module nosuch not found"},
+		{"dynamically linked init", func(s *Spec) { s.Init = "/bin/sh" }, "/init (/bin/sh) is dynamically linked"},
 		{"bad config", func(s *Spec) { os.WriteFile(s.Config, []byte("hostnme = \"x\"\n"), 0o644) }, "baton.toml:1: hostnme: unknown key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

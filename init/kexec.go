@@ -27,6 +27,7 @@ type pendingKexec struct {
 // downtime and its error goes back to the caller — then asks the main loop to shut down and
 // jump. Only ENOMEM is retried, after the services have freed their memory.
 func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, error) {
+	m.log.Info("kexec requested", "kernel", req.Kernel, "load_only", req.LoadOnly, "unload", req.Unload)
 	if req.Unload {
 		if err := kexec.Unload(); err != nil {
 			return control.KexecResult{}, err

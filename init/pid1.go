@@ -258,6 +258,7 @@ func (m *machine) startControl() error {
 
 // requestPower is the API's way to shut down: the main loop does it, once.
 func (m *machine) requestPower(a system.PowerAction) error {
+	m.log.Info("power request", "via", "control API", "action", a.String())
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.shutting {
