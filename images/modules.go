@@ -14,9 +14,19 @@ import (
 
 // companions are modules a driver needs but does not declare. A virtio driver depends on the
 // virtio core, not on a transport, yet without virtio_pci no virtio device appears on a PC or
-// a cloud VM; the kernel cannot say so, so the builder does.
+// a cloud VM; the kernel cannot say so, so the builder carries it (loaded when the device is
+// matched).
 var companions = map[string][]string{
 	"virtio": {"virtio_pci"},
+}
+
+// postLoad are soft dependencies the modules do not declare but that a mount asks for at once
+// through request_module: vfat the kernel's default codepage and iocharset (Debian: 437, utf8),
+// ext4 crc32c. Loading them right after their module spares two runs of the modprobe helper
+// per mount.
+var postLoad = map[string][]string{
+	"vfat": {"nls_cp437", "nls_utf8"},
+	"ext4": {"crc32c_generic"},
 }
 
 // ModuleSet is the kernel modules chosen for an image, with their index.
@@ -55,10 +65,16 @@ func ResolveModules(dir string, names []string) (*ModuleSet, error) {
 		if err != nil {
 			return err
 		}
-		set.Index.Modules[name] = kmod.Module{Path: rel, Depends: mi.Depends, Aliases: mi.Aliases}
+		post := append(append([]string(nil), mi.Post...), postLoad[name]...)
+		set.Index.Modules[name] = kmod.Module{Path: rel, Depends: mi.Depends, Aliases: mi.Aliases, Pre: mi.Pre, Post: post}
 		for _, d := range mi.Depends {
 			if err := add(d, name); err != nil {
 				return err
+			}
+		}
+		for _, soft := range append(append([]string(nil), mi.Pre...), post...) {
+			if _, ok := paths[kmod.Name(soft)]; ok {
+				_ = add(soft, name) // a soft dependency the kernel tree lacks is no error
 			}
 		}
 		for _, c := range companions[name] {

@@ -16,30 +16,42 @@ import (
 // TCP with mutual TLS. Failing to serve is logged, never fatal: the services run regardless.
 func startControl(log *slog.Logger, srv *control.Server, runDir string, cfg *config.Config) []net.Listener {
 	var ls []net.Listener
+	if l := startLocalControl(log, srv, runDir); l != nil {
+		ls = append(ls, l)
+	}
+	if cfg != nil && cfg.Control.Remote != "" {
+		if rl, err := startRemoteControl(log, srv, cfg); err == nil {
+			ls = append(ls, rl)
+		}
+	}
+	return ls
+}
+
+func startLocalControl(log *slog.Logger, srv *control.Server, runDir string) net.Listener {
 	sock := filepath.Join(runDir, "control.sock")
 	l, err := control.ListenLocal(sock)
 	if err != nil {
 		log.Error("control API not available", "err", err)
-	} else {
-		ls = append(ls, l)
-		go func() {
-			defer system.Recover(log, "control")
-			if err := srv.ServeLocal(l); err != nil {
-				log.Error("control API stopped", "err", err)
-			}
-		}()
-		log.Info("control API listening", "socket", sock)
+		return nil
 	}
-	if cfg != nil && cfg.Control.Remote != "" {
-		rl, err := srv.ServeRemote(cfg.Control.Remote, cfg.Control.TLSDir)
-		if err != nil {
-			log.Error("remote control API not available", "err", err)
-		} else {
-			ls = append(ls, rl)
-			log.Info("remote control API listening (mutual TLS)", "addr", cfg.Control.Remote)
+	go func() {
+		defer system.Recover(log, "control")
+		if err := srv.ServeLocal(l); err != nil {
+			log.Error("control API stopped", "err", err)
 		}
+	}()
+	log.Info("control API listening", "socket", sock)
+	return l
+}
+
+func startRemoteControl(log *slog.Logger, srv *control.Server, cfg *config.Config) (net.Listener, error) {
+	rl, err := srv.ServeRemote(cfg.Control.Remote, cfg.Control.TLSDir)
+	if err != nil {
+		log.Error("remote control API not available", "err", err)
+		return nil, err
 	}
-	return ls
+	log.Info("remote control API listening (mutual TLS)", "addr", cfg.Control.Remote)
+	return rl, nil
 }
 
 // serviceTimeline turns the services' first start and ready times into timeline entries,

@@ -36,6 +36,7 @@ type machine struct {
 	modules    *kmod.Loader
 	sv         *services.Supervisor
 	cgroups    *services.Cgroups
+	srv        *control.Server
 	initAt     time.Duration // kernel uptime when /init started
 	bootWall   time.Time     // the kernel's start, as wall-clock time
 	power      chan system.PowerAction
@@ -126,6 +127,8 @@ func (m *machine) bootSteps() []step {
 		{"set up cgroups", m.setupCgroups},
 		{"start control API", m.startControl},
 		{"start services", m.startServices},
+		// After the services: its TLS setup is CPU the services' start should not wait for.
+		{"start remote control API", m.startRemoteControl},
 	}
 }
 
@@ -249,11 +252,19 @@ func (m *machine) startControl() error {
 		return err
 	}
 	m.sv = sv
-	srv := &control.Server{SV: sv, Log: m.log, Timeline: m.timeline, Power: m.requestPower, Kexec: m.kexecRequest}
-	if ls := startControl(m.log, srv, runDir, m.cfg); len(ls) == 0 {
+	m.srv = &control.Server{SV: sv, Log: m.log, Timeline: m.timeline, Power: m.requestPower, Kexec: m.kexecRequest}
+	if startLocalControl(m.log, m.srv, runDir) == nil {
 		return fmt.Errorf("no control API")
 	}
 	return nil
+}
+
+func (m *machine) startRemoteControl() error {
+	if m.srv == nil || m.cfg == nil || m.cfg.Control.Remote == "" {
+		return nil
+	}
+	_, err := startRemoteControl(m.log, m.srv, m.cfg)
+	return err
 }
 
 // requestPower is the API's way to shut down: the main loop does it, once.

@@ -21,13 +21,21 @@ type Index struct {
 	Modules map[string]Module `json:"modules"`
 	// Builtin lists modules compiled into the kernel: asking for one is not an error.
 	Builtin []string `json:"builtin,omitempty"`
+
+	byBus map[string][]aliasOf // alias patterns by the bus before their first ':'
 }
+
+type aliasOf struct{ pattern, module string }
 
 // Module is one .ko file and what the kernel needs to know before loading it.
 type Module struct {
 	Path    string   `json:"path"` // relative to /lib/modules/<release>/
 	Depends []string `json:"depends,omitempty"`
 	Aliases []string `json:"aliases,omitempty"`
+	// Pre and Post are soft dependencies (modprobe's softdep): loaded before and after the
+	// module when they are in the image, and no error when they are not.
+	Pre  []string `json:"pre,omitempty"`
+	Post []string `json:"post,omitempty"`
 }
 
 // Name normalises a module name: the kernel treats '-' and '_' alike.
@@ -93,8 +101,10 @@ func (ix *Index) Order(names ...string) ([]string, error) {
 				return err
 			}
 		}
+		ix.visitSoft(m.Pre, name, visit)
 		state[name] = 2
 		out = append(out, name)
+		ix.visitSoft(m.Post, name, visit)
 		return nil
 	}
 	for _, n := range names {
@@ -105,20 +115,52 @@ func (ix *Index) Order(names ...string) ([]string, error) {
 	return out, nil
 }
 
+// visitSoft orders soft dependencies that the image carries; the others are skipped.
+func (ix *Index) visitSoft(names []string, from string, visit func(name, from string) error) {
+	for _, n := range names {
+		if _, ok := ix.Modules[Name(n)]; ok {
+			_ = visit(n, from)
+		}
+	}
+}
+
 // Match returns the modules whose alias patterns match a device's modalias (or a name the
 // kernel asks for, such as "crypto-crc32c"), sorted by name.
 func (ix *Index) Match(modalias string) []string {
+	if ix.byBus == nil {
+		ix.indexAliases()
+	}
+	bus, _, _ := strings.Cut(modalias, ":")
+	seen := map[string]bool{}
 	var out []string
-	for name, m := range ix.Modules {
-		for _, a := range m.Aliases {
-			if ok, _ := path.Match(a, modalias); ok {
-				out = append(out, name)
-				break
+	// Only patterns of the same bus (or with a wildcard in their bus part) can match: a boot
+	// matches a hundred devices against thousands of patterns otherwise.
+	for _, cands := range [][]aliasOf{ix.byBus[bus], ix.byBus["*"]} {
+		for _, a := range cands {
+			if seen[a.module] {
+				continue
+			}
+			if ok, _ := path.Match(a.pattern, modalias); ok {
+				seen[a.module] = true
+				out = append(out, a.module)
 			}
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+func (ix *Index) indexAliases() {
+	ix.byBus = map[string][]aliasOf{}
+	for name, m := range ix.Modules {
+		for _, a := range m.Aliases {
+			bus, _, _ := strings.Cut(a, ":")
+			if strings.ContainsAny(bus, "*?[") {
+				bus = "*"
+			}
+			ix.byBus[bus] = append(ix.byBus[bus], aliasOf{a, name})
+		}
+	}
 }
 
 // Resolve turns what modprobe is asked for — a module name or an alias — into module names.

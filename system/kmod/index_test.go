@@ -20,6 +20,8 @@ var testIndex = &Index{
 		"loop_b":       {Path: "b.ko", Depends: []string{"loop_a"}},
 		"needs_gone":   {Path: "n.ko", Depends: []string{"gone"}},
 		"uses_builtin": {Path: "u.ko", Depends: []string{"ext4"}},
+		"vfat":         {Path: "vfat.ko", Pre: []string{"absent"}, Post: []string{"nls_cp437"}},
+		"nls_cp437":    {Path: "nls_cp437.ko"},
 	},
 	Builtin: []string{"ext4", "unix"},
 }
@@ -34,6 +36,7 @@ func TestOrder(t *testing.T) {
 		{[]string{"virtio_net", "virtio_pci"}, []string{"virtio_ring", "virtio", "failover", "net_failover", "virtio_net", "virtio_pci"}, ""},
 		{[]string{"ext4"}, nil, ""},
 		{[]string{"uses_builtin"}, []string{"uses_builtin"}, ""},
+		{[]string{"vfat"}, []string{"vfat", "nls_cp437"}, ""},
 		{[]string{"nosuch"}, nil, "module nosuch is not in the module set"},
 		{[]string{"needs_gone"}, nil, "module gone (needed by needs_gone)"},
 		{[]string{"loop_a"}, nil, "dependency loop"},
@@ -72,10 +75,10 @@ func TestResolveAndMatch(t *testing.T) {
 
 func TestParseModinfo(t *testing.T) {
 	data := []byte("license=GPL\x00alias=virtio:d00000001v*\x00depends=virtio_ring,virtio,net-failover\x00" +
-		"alias=net-pf-99\x00retpoline=Y\x00name=virtio_net\x00vermagic=6.1.0 SMP\x00\x00")
+		"alias=net-pf-99\x00softdep=pre: crc32c post: nls-utf8\x00retpoline=Y\x00name=virtio_net\x00vermagic=6.1.0 SMP\x00\x00")
 	got := ParseModinfo(data)
 	want := Modinfo{Name: "virtio_net", Depends: []string{"virtio_ring", "virtio", "net_failover"},
-		Aliases: []string{"virtio:d00000001v*", "net-pf-99"}}
+		Aliases: []string{"virtio:d00000001v*", "net-pf-99"}, Pre: []string{"crc32c"}, Post: []string{"nls_utf8"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("ParseModinfo = %+v, want %+v", got, want)
 	}

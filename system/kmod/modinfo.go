@@ -13,6 +13,8 @@ type Modinfo struct {
 	Name    string
 	Depends []string
 	Aliases []string
+	Pre     []string // softdep=pre: …
+	Post    []string // softdep=… post: …
 }
 
 // ReadModinfo reads the .modinfo section of an uncompressed .ko file.
@@ -56,6 +58,20 @@ func ParseModinfo(data []byte) Modinfo {
 			}
 		case "alias":
 			mi.Aliases = append(mi.Aliases, v)
+		case "softdep": // "pre: a b post: c"
+			var into *[]string
+			for _, w := range strings.Fields(v) {
+				switch w {
+				case "pre:":
+					into = &mi.Pre
+				case "post:":
+					into = &mi.Post
+				default:
+					if into != nil {
+						*into = append(*into, Name(w))
+					}
+				}
+			}
 		}
 	}
 	return mi

@@ -36,7 +36,7 @@ func main() {
 	cmdline := flag.String("cmdline", "console=ttyS0", "kernel command line of the disk's loader entry")
 	var diskFiles listFlag
 	flag.Var(&diskFiles, "disk-file", "ESPPATH=HOST: another file on the ESP, e.g. /vmlinuz-cloud=… (repeatable)")
-	compression := flag.String("compress", "gzip", "compression: "+strings.Join(images.Compressions, ", "))
+	compression := flag.String("compress", "zstd", "compression: "+strings.Join(images.Compressions, ", "))
 	out := flag.String("o", "out/initramfs.img", "output file")
 	flag.Parse()
 	if spec.Config == "" || spec.Init == "" {
