@@ -29,12 +29,18 @@ func LoopbackUp() error {
 // to wait for the interface to appear, since drivers probe devices asynchronously after their
 // module is loaded.
 func ConfigureInterface(log *slog.Logger, n config.Network, wait time.Duration) error {
-	link, err := waitForLink(n.Interface, wait)
+	// One netlink socket for all the requests: the package's default opens one per call.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	link, err := waitForLink(h, n.Interface, wait)
 	if err != nil {
 		return err
 	}
 	if n.MTU != 0 {
-		if err := netlink.LinkSetMTU(link, n.MTU); err != nil {
+		if err := h.LinkSetMTU(link, n.MTU); err != nil {
 			return fmt.Errorf("%s: set mtu %d: %w", n.Interface, n.MTU, err)
 		}
 	}
@@ -43,17 +49,17 @@ func ConfigureInterface(log *slog.Logger, n config.Network, wait time.Duration) 
 		if err != nil {
 			return fmt.Errorf("%s: address %q: %w", n.Interface, n.Address, err)
 		}
-		if err := netlink.AddrReplace(link, addr); err != nil {
+		if err := h.AddrReplace(link, addr); err != nil {
 			return fmt.Errorf("%s: add address %s: %w", n.Interface, n.Address, err)
 		}
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("%s: set up: %w", n.Interface, err)
 	}
 	if n.Gateway != "" {
 		gw := net.ParseIP(n.Gateway)
 		route := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: gw, Scope: netlink.SCOPE_UNIVERSE}
-		if err := netlink.RouteReplace(route); err != nil {
+		if err := h.RouteReplace(route); err != nil {
 			return fmt.Errorf("%s: default route via %s: %w — is the gateway inside %s?", n.Interface, n.Gateway, err, n.Address)
 		}
 	}
@@ -61,10 +67,10 @@ func ConfigureInterface(log *slog.Logger, n config.Network, wait time.Duration) 
 	return nil
 }
 
-func waitForLink(name string, wait time.Duration) (netlink.Link, error) {
+func waitForLink(h *netlink.Handle, name string, wait time.Duration) (netlink.Link, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		link, err := netlink.LinkByName(name)
+		link, err := h.LinkByName(name)
 		if err == nil {
 			return link, nil
 		}

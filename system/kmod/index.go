@@ -150,6 +150,23 @@ func (ix *Index) Match(modalias string) []string {
 	return out
 }
 
+// Buses are the buses the index has aliases for (their sysfs names, which modaliases begin
+// with), or nil when a pattern could match any bus.
+func (ix *Index) Buses() []string {
+	if ix.byBus == nil {
+		ix.indexAliases()
+	}
+	var out []string
+	for b := range ix.byBus {
+		if b == "*" {
+			return nil
+		}
+		out = append(out, b)
+	}
+	sort.Strings(out)
+	return out
+}
+
 func (ix *Index) indexAliases() {
 	ix.byBus = map[string][]aliasOf{}
 	for name, m := range ix.Modules {

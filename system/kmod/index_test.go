@@ -73,6 +73,17 @@ func TestResolveAndMatch(t *testing.T) {
 	}
 }
 
+func TestBuses(t *testing.T) {
+	ix := &Index{Modules: map[string]Module{"a": {Aliases: []string{"pci:v1*", "virtio:d1*"}}, "b": {Aliases: []string{"fs-x"}}}}
+	if got := ix.Buses(); !reflect.DeepEqual(got, []string{"fs-x", "pci", "virtio"}) {
+		t.Errorf("Buses = %v", got)
+	}
+	ix = &Index{Modules: map[string]Module{"a": {Aliases: []string{"*:v1*"}}}}
+	if got := ix.Buses(); got != nil {
+		t.Errorf("a wildcard bus must scan every bus, got %v", got)
+	}
+}
+
 func TestParseModinfo(t *testing.T) {
 	data := []byte("license=GPL\x00alias=virtio:d00000001v*\x00depends=virtio_ring,virtio,net-failover\x00" +
 		"alias=net-pf-99\x00softdep=pre: crc32c post: nls-utf8\x00retpoline=Y\x00name=virtio_net\x00vermagic=6.1.0 SMP\x00\x00")
