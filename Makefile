@@ -71,7 +71,7 @@ run: qemu image
 	@echo "baton demo: http://127.0.0.1:$(HTTP_PORT)/ (guest port 80)."
 	@echo "Control: $(OUT)/bin/initctl --remote 127.0.0.1:$(CONTROL_PORT) --tls-dir $(OUT)/tls status"
 	@echo "Stream (line counter, survives upgrades): nc 127.0.0.1 $(STREAM_PORT)"
-	@echo "Quit: ctrl-a x (QEMU), or ctrl-a c then 'sendkey ctrl-alt-delete' for an orderly reboot (ends QEMU)."
+	@echo "Quit: ctrl-a x (QEMU), or ctrl-a c then 'system_powerdown' (ACPI power button: orderly poweroff)."
 	@echo "UEFI boot from the disk instead: make run-uefi"
 	@echo "kexec: $(OUT)/bin/initctl --remote 127.0.0.1:$(CONTROL_PORT) --tls-dir $(OUT)/tls kexec [--kernel /boot/vmlinuz-cloud]"
 	qemu-system-x86_64 -accel $(QEMU_ACCEL) -m 512 -nodefaults -no-reboot -nographic \

@@ -123,6 +123,7 @@ func (m *machine) bootSteps() []step {
 		{"set hostname", m.setHostname},
 		{"load kernel modules", m.loadModules},
 		{"mount file systems", m.mountConfigured},
+		{"watch power button", m.watchPowerButton},
 		{"configure network", m.configureNetwork},
 		{"set up cgroups", m.setupCgroups},
 		{"start control API", m.startControl},
@@ -130,6 +131,18 @@ func (m *machine) bootSteps() []step {
 		// After the services: its TLS setup is CPU the services' start should not wait for.
 		{"start remote control API", m.startRemoteControl},
 	}
+}
+
+// watchPowerButton turns an ACPI power button press into a poweroff.
+func (m *machine) watchPowerButton() error {
+	n := system.WatchPowerButton(m.log, func() {
+		m.log.Info("power request", "via", "power button", "action", "poweroff")
+		m.power <- system.Poweroff
+	})
+	if n == 0 {
+		m.log.Debug("no ACPI power button (the button and evdev modules in [boot] modules make one)")
+	}
+	return nil
 }
 
 func (m *machine) mountConfigured() error {

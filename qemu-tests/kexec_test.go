@@ -103,8 +103,10 @@ func TestQEMUFirmwareReboot(t *testing.T) {
 	if out, _ := vm.Initctl(t, "analyze"); !strings.Contains(out, "previous shutdown (reboot)") {
 		t.Errorf("analyze does not show the previous reboot:\n%s", out)
 	}
-	vm.Initctl(t, "poweroff")
+	// The ACPI power button, as a hypervisor's "shut down" presses it.
+	vm.Monitor("system_powerdown")
+	vm.WaitFor(`power request via="power button" action=poweroff`, 30*time.Second)
 	if code := vm.WaitExit(60 * time.Second); code != 0 {
-		t.Errorf("QEMU exited %d after poweroff", code)
+		t.Errorf("QEMU exited %d after the power button", code)
 	}
 }

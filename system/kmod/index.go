@@ -22,7 +22,8 @@ type Index struct {
 	// Builtin lists modules compiled into the kernel: asking for one is not an error.
 	Builtin []string `json:"builtin,omitempty"`
 
-	byBus map[string][]aliasOf // alias patterns by the bus before their first ':'
+	byBus    map[string][]aliasOf // alias patterns by the bus before their first ':'
+	byPrefix map[string][]aliasOf // patterns whose bus part has a wildcard ("acpi*"), by what precedes it
 }
 
 type aliasOf struct{ pattern, module string }
@@ -133,9 +134,15 @@ func (ix *Index) Match(modalias string) []string {
 	bus, _, _ := strings.Cut(modalias, ":")
 	seen := map[string]bool{}
 	var out []string
-	// Only patterns of the same bus (or with a wildcard in their bus part) can match: a boot
-	// matches a hundred devices against thousands of patterns otherwise.
-	for _, cands := range [][]aliasOf{ix.byBus[bus], ix.byBus["*"]} {
+	// Only patterns of the same bus (or whose bus part starts like it, before a wildcard) can
+	// match: a boot matches a hundred devices against thousands of patterns otherwise.
+	cands := [][]aliasOf{ix.byBus[bus]}
+	for prefix, as := range ix.byPrefix {
+		if strings.HasPrefix(bus, prefix) {
+			cands = append(cands, as)
+		}
+	}
+	for _, cands := range cands {
 		for _, a := range cands {
 			if seen[a.module] {
 				continue
@@ -158,22 +165,26 @@ func (ix *Index) Buses() []string {
 	}
 	var out []string
 	for b := range ix.byBus {
-		if b == "*" {
-			return nil
-		}
 		out = append(out, b)
+	}
+	for p := range ix.byPrefix {
+		if p == "" {
+			return nil // a pattern for any bus
+		}
+		out = append(out, p+"*")
 	}
 	sort.Strings(out)
 	return out
 }
 
 func (ix *Index) indexAliases() {
-	ix.byBus = map[string][]aliasOf{}
+	ix.byBus, ix.byPrefix = map[string][]aliasOf{}, map[string][]aliasOf{}
 	for name, m := range ix.Modules {
 		for _, a := range m.Aliases {
 			bus, _, _ := strings.Cut(a, ":")
-			if strings.ContainsAny(bus, "*?[") {
-				bus = "*"
+			if i := strings.IndexAny(bus, "*?["); i >= 0 {
+				ix.byPrefix[bus[:i]] = append(ix.byPrefix[bus[:i]], aliasOf{a, name})
+				continue
 			}
 			ix.byBus[bus] = append(ix.byBus[bus], aliasOf{a, name})
 		}

@@ -78,6 +78,13 @@ func TestBuses(t *testing.T) {
 	if got := ix.Buses(); !reflect.DeepEqual(got, []string{"fs-x", "pci", "virtio"}) {
 		t.Errorf("Buses = %v", got)
 	}
+	ix = &Index{Modules: map[string]Module{"button": {Aliases: []string{"acpi*:LNXPWRBN:*"}}}}
+	if got := ix.Buses(); !reflect.DeepEqual(got, []string{"acpi*"}) {
+		t.Errorf("Buses = %v, want [acpi*]", got)
+	}
+	if got := ix.Match("acpi:LNXPWRBN:"); !reflect.DeepEqual(got, []string{"button"}) {
+		t.Errorf("Match(acpi:LNXPWRBN:) = %v", got)
+	}
 	ix = &Index{Modules: map[string]Module{"a": {Aliases: []string{"*:v1*"}}}}
 	if got := ix.Buses(); got != nil {
 		t.Errorf("a wildcard bus must scan every bus, got %v", got)
