@@ -206,3 +206,29 @@ func requireOrSkip(t *testing.T, why string) {
 	}
 	t.Skip(why)
 }
+
+func TestStopDuringUpgradeAbandonsIt(t *testing.T) {
+	exe, env := helperExec("notify-ready")
+	sv := supervisor(t, config.Service{Name: "up", Ready: config.ReadyNotify, Exec: exe, Env: env,
+		UpgradeTimeout: dur(30 * time.Second)})
+	sv.StartAll()
+	s := sv.Service("up")
+	never := filepath.Join(t.TempDir(), "never")
+	os.WriteFile(never, []byte("#!/bin/sh\nexec sleep 100\n"), 0o755)
+	done := make(chan error, 1)
+	go func() { _, err := sv.Upgrade("up", never); done <- err }()
+	if !s.WaitUntil(func(st Status) bool { return len(st.Generations) == 2 }, 5*time.Second) {
+		t.Fatalf("no upgrade in progress: %+v", s.Status())
+	}
+	newPid := s.Status().Generations[1].Pid
+	if _, err := sv.Stop("up"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "the service is being stopped") {
+		t.Errorf("upgrade during stop: %v", err)
+	}
+	if st := s.Status(); st.State != Stopped || st.Pid != 0 {
+		t.Errorf("after stop: %+v", st)
+	}
+	waitGone(t, newPid)
+}
