@@ -103,4 +103,3 @@ func (g Gap) String() string { return g.Length().Round(time.Millisecond).String(
 
 // End stops the poller and waits for its requests.
 func (p *Poller) End() { close(p.stop); p.done.Wait() }
-
