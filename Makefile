@@ -108,8 +108,8 @@ bench: bench-handoff bench-kexec
 bench-kexec: image
 	$(GO) run ./qemu-tests/cmd/bench-kexec -runs $(or $(RUNS),3) -o $(OUT)/bench/kexec.json
 
-bench-handoff:
-	$(GO) run ./qemu-tests/cmd/bench-handoff -o $(OUT)/bench/handoff.json
+bench-handoff: image
+	$(GO) run ./qemu-tests/cmd/bench-handoff -qemu -o $(OUT)/bench/handoff.json
 
 clean:
 	rm -rf $(OUT)

@@ -1,5 +1,6 @@
 // Command bench-handoff measures what clients see while baton upgrades services, against a
-// plain restart in the same run: in subreaper mode on the host, on loopback.
+// plain restart in the same run: in subreaper mode on the host, on loopback; with -qemu also
+// inside the demo appliance under QEMU, through its port forwards.
 //
 //	go run ./qemu-tests/cmd/bench-handoff -upgrades 50 -o out/bench/handoff.json
 package main
@@ -12,7 +13,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/baton-init/baton/control"
 	"github.com/baton-init/baton/qemu-tests/handoffbench"
+	"github.com/baton-init/baton/qemu-tests/vm"
 )
 
 func main() {
@@ -21,6 +24,8 @@ func main() {
 	workers := flag.Int("workers", 16, "concurrent HTTP clients, a new connection per request")
 	longLived := flag.Int("long-lived", 32, "long-lived stream connections")
 	out := flag.String("o", "out/bench/handoff.json", "JSON output")
+	inQEMU := flag.Bool("qemu", false, "also run upgrades and restarts against the demo appliance under QEMU (make image first)")
+	qemuCycles := flag.Int("qemu-cycles", 10, "upgrade and restart cycles under QEMU")
 	flag.Parse()
 	root, _ := os.Getwd()
 	dir, err := os.MkdirTemp("", "bench-handoff")
@@ -56,7 +61,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "%s: %d cycles in %s\n", run.name, run.cycles, time.Since(start).Round(time.Millisecond))
 		results = append(results, r)
 	}
-	fmt.Printf("handoff benchmark: %d HTTP workers (new connection per request), %d long-lived stream connections, loopback, subreaper mode\n\n", *workers, *longLived)
+	if *inQEMU {
+		results = append(results, qemuPhases(*qemuCycles, *workers/4, *longLived/4)...)
+	}
+	fmt.Printf("handoff benchmark: %d HTTP workers (new connection per request), %d long-lived stream connections, loopback, subreaper mode; QEMU columns: a quarter of each, through the port forwards\n\n", *workers, *longLived)
 	fmt.Print(handoffbench.Table(results))
 	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
 		fatal(err)
@@ -71,6 +79,36 @@ func main() {
 			fmt.Printf("%s: errors: %v\n", r.Name, r.Errors)
 		}
 	}
+}
+
+// qemuPhases boots the demo appliance (out/initramfs.img) and runs upgrades, then restarts,
+// of web and stream inside the guest, driven from the host through the remote API, with a
+// lighter load: the guest is emulated.
+func qemuPhases(cycles, workers, longLived int) []handoffbench.Result {
+	var out []handoffbench.Result
+	t := &vm.ProgramTB{}
+	t.Run("bench-handoff (qemu)", func() {
+		vmlinuz, _ := vm.Kernel(t, "amd64")
+		g := vm.Boot(t, vm.BootOptions{Kernel: vmlinuz, Initrd: "out/initramfs.img", Disk: "out/disk.img", Append: "quiet", Quiet: true,
+			Forward: []int{vm.WebPort, vm.StreamPort, vm.ControlPort}, Initctl: "out/bin/initctl", TLSDir: "out/tls"})
+		g.WaitFor(`step="start remote control API"`, 180*time.Second)
+		c, err := control.NewRemote(fmt.Sprintf("127.0.0.1:%d", g.HostPort(vm.ControlPort)), "out/tls")
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		a := &handoffbench.Appliance{Client: c, WebAddr: fmt.Sprintf("127.0.0.1:%d", g.HostPort(vm.WebPort)),
+			StreamAddr: fmt.Sprintf("127.0.0.1:%d", g.HostPort(vm.StreamPort))}
+		for _, m := range []string{"upgrade", "restart"} {
+			start := time.Now()
+			r := handoffbench.Phase(a, m, cycles, workers, longLived)
+			r.Name = m + " (QEMU guest)"
+			fmt.Fprintf(os.Stderr, "%s: %d cycles in %s\n", r.Name, cycles, time.Since(start).Round(time.Millisecond))
+			out = append(out, r)
+		}
+		g.Initctl(t, "poweroff")
+		g.WaitExit(60 * time.Second)
+	})
+	return out
 }
 
 func fatal(err error) {

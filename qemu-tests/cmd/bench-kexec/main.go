@@ -25,35 +25,6 @@ import (
 	"github.com/baton-init/baton/qemu-tests/vm"
 )
 
-// tb lets the harness report to a program instead of a test.
-type tb struct {
-	verbose  bool
-	cleanups []func()
-}
-
-type fatal struct{ msg string }
-
-func (t *tb) Helper() {}
-func (t *tb) Logf(f string, a ...any) {
-	if t.verbose {
-		fmt.Fprintf(os.Stderr, f+"\n", a...)
-	}
-}
-func (t *tb) Fatalf(f string, a ...any) { panic(fatal{fmt.Sprintf(f, a...)}) }
-func (t *tb) Skipf(f string, a ...any)  { panic(fatal{fmt.Sprintf(f, a...)}) }
-func (t *tb) Cleanup(f func())          { t.cleanups = append(t.cleanups, f) }
-func (t *tb) TempDir() string {
-	d, _ := os.MkdirTemp("", "bench-kexec")
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-func (t *tb) runCleanups() {
-	for i := len(t.cleanups) - 1; i >= 0; i-- {
-		t.cleanups[i]()
-	}
-	t.cleanups = nil
-}
-
 var kernelToInit = regexp.MustCompile(`kernel_to_init=(\S+)`)
 
 // run is one reboot: downtime and the moments its console lines reached the host.
@@ -77,18 +48,11 @@ func main() {
 	verbose := flag.Bool("v", false, "console and harness output")
 	only := flag.String("only", "", "run only this method (kexec, reboot-seabios, reboot-ovmf)")
 	flag.Parse()
-	t := &tb{verbose: *verbose}
-	defer func() {
-		t.runCleanups()
-		if p := recover(); p != nil {
-			if f, ok := p.(fatal); ok {
-				fmt.Fprintln(os.Stderr, "bench-kexec:", f.msg)
-				os.Exit(1)
-			}
-			panic(p)
-		}
-	}()
+	t := &vm.ProgramTB{Verbose: *verbose}
+	t.Run("bench-kexec", func() { bench(t, *runs, *out, *initrd, *initctl, *tlsDir, *only) })
+}
 
+func bench(t *vm.ProgramTB, runs int, out, initrd, initctl, tlsDir, only string) {
 	vmlinuz, _ := vm.Kernel(t, "amd64")
 	// The demo's command line (quiet) everywhere: the boot disk's loader entry and the direct
 	// boots alike.
@@ -100,13 +64,13 @@ func main() {
 	defer os.RemoveAll(diskDir)
 	disk := filepath.Join(diskDir, "disk.img")
 	if err := images.BuildDisk(disk, images.DiskSpec{Bootloader: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
-		Kernel: vmlinuz, Initrd: *initrd, Cmdline: cmdline}); err != nil {
+		Kernel: vmlinuz, Initrd: initrd, Cmdline: cmdline}); err != nil {
 		t.Fatalf("boot disk: %v", err)
 	}
-	st, _ := os.Stat(*initrd)
+	st, _ := os.Stat(initrd)
 	kst, _ := os.Stat(vmlinuz)
-	base := vm.BootOptions{Initrd: *initrd, Disk: disk, Append: "quiet", Forward: []int{vm.WebPort, vm.ControlPort},
-		Initctl: *initctl, TLSDir: *tlsDir, Quiet: !*verbose}
+	base := vm.BootOptions{Initrd: initrd, Disk: disk, Append: "quiet", Forward: []int{vm.WebPort, vm.ControlPort},
+		Initctl: initctl, TLSDir: tlsDir, Quiet: !t.Verbose}
 	var results []method
 	for _, m := range []struct {
 		name   string
@@ -117,26 +81,26 @@ func main() {
 		{"reboot-seabios", func(o vm.BootOptions) vm.BootOptions { o.Kernel, o.Reboot = vmlinuz, true; return o }, "reboot"},
 		{"reboot-ovmf", func(o vm.BootOptions) vm.BootOptions { o.Reboot = true; return o }, "reboot"},
 	} {
-		if *only != "" && *only != m.name {
+		if only != "" && only != m.name {
 			continue
 		}
-		fmt.Fprintf(os.Stderr, "%s: %d runs\n", m.name, *runs)
-		results = append(results, measure(t, m.name, m.opts(base), m.action, *runs))
-		t.runCleanups()
+		fmt.Fprintf(os.Stderr, "%s: %d runs\n", m.name, runs)
+		results = append(results, measure(t, m.name, m.opts(base), m.action, runs))
+		t.RunCleanups()
 	}
 	fmt.Printf("kexec benchmark: demo appliance, Debian %s, initramfs %.1f MB, kernel %.1f MB, QEMU TCG, %d runs each\n\n",
-		filepath.Base(vmlinuz), float64(st.Size())/1e6, float64(kst.Size())/1e6, *runs)
+		filepath.Base(vmlinuz), float64(st.Size())/1e6, float64(kst.Size())/1e6, runs)
 	fmt.Print(table(results))
 	data, _ := json.MarshalIndent(map[string]any{"kernel": filepath.Base(vmlinuz), "initramfs_bytes": st.Size(), "methods": results}, "", "  ")
-	os.MkdirAll(filepath.Dir(*out), 0o755)
-	if err := os.WriteFile(*out, data, 0o644); err != nil {
+	os.MkdirAll(filepath.Dir(out), 0o755)
+	if err := os.WriteFile(out, data, 0o644); err != nil {
 		t.Fatalf("%v", err)
 	}
-	fmt.Printf("\nJSON: %s\n", *out)
+	fmt.Printf("\nJSON: %s\n", out)
 }
 
 // measure boots once and reboots runs times with action, timing each from outside.
-func measure(t *tb, name string, opts vm.BootOptions, action string, runs int) method {
+func measure(t *vm.ProgramTB, name string, opts vm.BootOptions, action string, runs int) method {
 	g := vm.Boot(t, opts)
 	g.WaitFor(`baton: all services started`, 180*time.Second)
 	p := vm.StartPoller(g, vm.WebPort)
