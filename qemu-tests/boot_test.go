@@ -50,11 +50,16 @@ func TestQEMUBootDemo(t *testing.T) {
 			Hostname, Release, Modprobe string
 			Modules, Mounts             []string
 			Pid1RSS                     string `json:"pid1_rss"`
+			Cgroup                      map[string]string
 		}
 		mustJSON(t, vm.Get(t, testPort, "/info"), &info)
 		t.Logf("PID 1 resident memory with the services running: %s", info.Pid1RSS)
 		if info.Pid1RSS == "" {
 			t.Errorf("no VmRSS for PID 1")
+		}
+		// testsvc runs in its own cgroup with the limits of its config.
+		if c := info.Cgroup; c["path"] != "/baton/testsvc" || c["pids.max"] != "64" || c["memory.max"] != "67108864" {
+			t.Errorf("testsvc cgroup = %v, want /baton/testsvc with pids.max 64 and memory.max 64M", c)
 		}
 		if info.Hostname != "baton-test" {
 			t.Errorf("hostname = %q", info.Hostname)

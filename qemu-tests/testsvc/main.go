@@ -101,6 +101,7 @@ func info(w http.ResponseWriter, r *http.Request) {
 		"modprobe": strings.TrimSpace(string(modprobe)),
 		"mounts":   mountTargets(),
 		"pid1_rss": statusField(1, "VmRSS"),
+		"cgroup":   cgroupLimits(),
 	})
 }
 
@@ -214,4 +215,16 @@ func statusField(pid int, key string) string {
 		}
 	}
 	return ""
+}
+
+// cgroupLimits reads this process's cgroup and the limits set on it.
+func cgroupLimits() map[string]string {
+	b, _ := os.ReadFile("/proc/self/cgroup")
+	_, path, _ := strings.Cut(strings.TrimSpace(string(b)), "::")
+	out := map[string]string{"path": path}
+	for _, f := range []string{"pids.max", "memory.max"} {
+		v, _ := os.ReadFile("/sys/fs/cgroup" + path + "/" + f)
+		out[f] = strings.TrimSpace(string(v))
+	}
+	return out
 }
