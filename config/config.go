@@ -67,7 +67,7 @@ type Boot struct {
 // Network is one statically configured interface.
 type Network struct {
 	Interface string `toml:"interface"`
-	Address   string `toml:"address"` // CIDR, e.g. 10.0.2.15/24
+	Address   string `toml:"address"` // CIDR, e.g. 10.0.2.15/24, or "dhcp"
 	Gateway   string `toml:"gateway"` // optional default route
 	MTU       int    `toml:"mtu"`     // optional
 }

@@ -42,8 +42,11 @@ func (c *Config) validate() []problem {
 		if n.Interface == "" {
 			add(k, "interface is required")
 		}
-		if _, err := netip.ParsePrefix(n.Address); n.Address != "" && err != nil {
-			add(k+".address", "%q is not an address with prefix length (e.g. 10.0.2.15/24)", n.Address)
+		if _, err := netip.ParsePrefix(n.Address); n.Address != "" && n.Address != "dhcp" && err != nil {
+			add(k+".address", "%q is not an address with prefix length (e.g. 10.0.2.15/24) or \"dhcp\"", n.Address)
+		}
+		if n.Address == "dhcp" && n.Gateway != "" {
+			add(k+".gateway", "with address = \"dhcp\" the gateway comes from the lease; remove it")
 		}
 		if _, err := netip.ParseAddr(n.Gateway); n.Gateway != "" && err != nil {
 			add(k+".gateway", "%q is not an IP address", n.Gateway)

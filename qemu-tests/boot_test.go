@@ -183,3 +183,32 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestQEMUDHCP boots with the address from DHCP (QEMU's user network): the lease, the default
+// route and /etc/resolv.conf, and the web service answers through the port forward.
+func TestQEMUDHCP(t *testing.T) {
+	t.Parallel()
+	vmlinuz, modules := kernel(t, "amd64")
+	initrd, disk := testImage(t, modules)
+	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: initrd, Disk: disk, Append: "baton.config=/etc/baton/dhcp.toml",
+		Forward: []int{webPort, testPort}})
+	line := vm.WaitFor(`baton: dhcp lease`, bootTimeout)
+	for _, want := range []string{"interface=eth0", "address=10.0.2.15/24", "router=[10.0.2.2]", "dns=[10.0.2.3]"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("lease line %q lacks %q", line, want)
+		}
+	}
+	vm.WaitFor(`baton: all services started.*failed_steps=0`, bootTimeout)
+	if body := vm.Get(t, webPort, "/"); !strings.Contains(body, "on baton-dhcp") {
+		t.Errorf("GET / = %q", body)
+	}
+	var info struct{ Resolv string }
+	mustJSON(t, vm.Get(t, testPort, "/info"), &info)
+	if info.Resolv != "nameserver 10.0.2.3" {
+		t.Errorf("/etc/resolv.conf = %q", info.Resolv)
+	}
+	vm.Post(t, testPort, "/signal-init?sig=USR2")
+	if code := vm.WaitExit(60 * time.Second); code != 0 {
+		t.Errorf("QEMU exited %d after poweroff", code)
+	}
+}

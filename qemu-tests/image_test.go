@@ -50,10 +50,11 @@ func testImage(t *testing.T, modules string) (initrd, disk string) {
 			}
 		}
 		img, _, err := images.Build(images.Spec{
-			Config:        filepath.Join(repoRoot, "qemu-tests/testdata/appliance.toml"),
-			Init:          filepath.Join(dir, "bin/init"),
-			BinDir:        filepath.Join(dir, "bin"),
-			Files:         map[string]string{"/etc/baton/broken.toml": filepath.Join(repoRoot, "qemu-tests/testdata/broken.toml")},
+			Config: filepath.Join(repoRoot, "qemu-tests/testdata/appliance.toml"),
+			Init:   filepath.Join(dir, "bin/init"),
+			BinDir: filepath.Join(dir, "bin"),
+			Files: map[string]string{"/etc/baton/broken.toml": filepath.Join(repoRoot, "qemu-tests/testdata/broken.toml"),
+				"/etc/baton/dhcp.toml": filepath.Join(repoRoot, "qemu-tests/testdata/dhcp.toml")},
 			KernelModules: []string{modules, cloudModules},
 			Carry:         []string{"squashfs", "nls_cp437", "nls_utf8", "nls_ascii"},
 			TLSDir:        filepath.Join(dir, "tls"),

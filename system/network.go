@@ -44,6 +44,13 @@ func ConfigureInterface(log *slog.Logger, n config.Network, wait time.Duration) 
 			return fmt.Errorf("%s: set mtu %d: %w", n.Interface, n.MTU, err)
 		}
 	}
+	if n.Address == "dhcp" {
+		// The link must be up for the DHCP exchange to leave it.
+		if err := h.LinkSetUp(link); err != nil {
+			return fmt.Errorf("%s: set up: %w", n.Interface, err)
+		}
+		return dhcpLease(log, h, link, n.Interface, 10*time.Second)
+	}
 	if n.Address != "" {
 		addr, err := netlink.ParseAddr(n.Address)
 		if err != nil {

@@ -102,6 +102,7 @@ func info(w http.ResponseWriter, r *http.Request) {
 		"mounts":   mountTargets(),
 		"pid1_rss": statusField(1, "VmRSS"),
 		"cgroup":   cgroupLimits(),
+		"resolv":   strings.TrimSpace(string(must(os.ReadFile("/etc/resolv.conf")))),
 	})
 }
 
@@ -228,3 +229,5 @@ func cgroupLimits() map[string]string {
 	}
 	return out
 }
+
+func must(b []byte, _ error) []byte { return b }

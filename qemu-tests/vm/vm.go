@@ -142,6 +142,9 @@ func Boot(t TB, o BootOptions) *VM {
 		"-accel", accel, "-m", "512", "-nodefaults", "-display", "none",
 		"-serial", "stdio", "-monitor", "unix:" + vm.monitor + ",server,nowait",
 		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+		// Entropy: the emulated CPU has no RDRAND, and without a source the kernel's random
+		// pool may take long to fill (crypto/rand, hence TLS and DHCP, wait for it).
+		"-device", "virtio-rng-pci",
 	}
 	if !o.Reboot {
 		args = append(args, "-no-reboot")
