@@ -79,7 +79,7 @@ run: qemu image
 	  -initrd $(OUT)/initramfs.img -append "console=ttyS0 panic=-1 quiet" \
 	  -drive file=$(OUT)/disk.img,if=virtio,format=raw \
 	  -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$(HTTP_PORT)-:80,hostfwd=tcp:127.0.0.1:$(CONTROL_PORT)-:7000,hostfwd=tcp:127.0.0.1:$(STREAM_PORT)-:9000 \
-	  -device virtio-net-pci,netdev=n0 -device virtio-rng-pci
+	  -device virtio-net-pci,netdev=n0
 
 run-uefi: qemu image
 	cp /usr/share/OVMF/OVMF_VARS_4M.fd $(OUT)/ovmf-vars.fd
@@ -87,7 +87,7 @@ run-uefi: qemu image
 	  -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
 	  -drive if=pflash,format=raw,file=$(OUT)/ovmf-vars.fd -drive file=$(OUT)/disk.img,if=virtio,format=raw \
 	  -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$(HTTP_PORT)-:80,hostfwd=tcp:127.0.0.1:$(CONTROL_PORT)-:7000,hostfwd=tcp:127.0.0.1:$(STREAM_PORT)-:9000 \
-	  -device virtio-net-pci,netdev=n0 -device virtio-rng-pci
+	  -device virtio-net-pci,netdev=n0
 
 # --- tests ------------------------------------------------------------------------------
 vet:

@@ -191,7 +191,7 @@ func TestQEMUDHCP(t *testing.T) {
 	vmlinuz, modules := kernel(t, "amd64")
 	initrd, disk := testImage(t, modules)
 	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: initrd, Disk: disk, Append: "baton.config=/etc/baton/dhcp.toml",
-		Forward: []int{webPort, testPort}})
+		Forward: []int{webPort, testPort}, RNG: true})
 	line := vm.WaitFor(`baton: dhcp lease`, bootTimeout)
 	for _, want := range []string{"interface=eth0", "address=10.0.2.15/24", "router=[10.0.2.2]", "dns=[10.0.2.3]"} {
 		if !strings.Contains(line, want) {

@@ -56,8 +56,7 @@ func testImage(t *testing.T, modules string) (initrd, disk string) {
 			Files: map[string]string{"/etc/baton/broken.toml": filepath.Join(repoRoot, "qemu-tests/testdata/broken.toml"),
 				"/etc/baton/dhcp.toml": filepath.Join(repoRoot, "qemu-tests/testdata/dhcp.toml")},
 			KernelModules: []string{modules, cloudModules},
-			// virtio_rng is carried, so the DHCP boot's config can list it; coldplug also loads it
-			// wherever the harness's virtio-rng device is present.
+			// virtio_rng is carried for the DHCP boot, which attaches a virtio-rng device.
 			Carry:  []string{"squashfs", "nls_cp437", "nls_utf8", "nls_ascii", "virtio_rng"},
 			TLSDir: filepath.Join(dir, "tls"),
 		})

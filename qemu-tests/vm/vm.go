@@ -111,6 +111,8 @@ type BootOptions struct {
 	TLSDir  string
 	// Quiet keeps the console out of the test log (benchmarks).
 	Quiet bool
+	// RNG attaches a virtio-rng device.
+	RNG bool
 }
 
 func freePort(t TB) int {
@@ -142,9 +144,11 @@ func Boot(t TB, o BootOptions) *VM {
 		"-accel", accel, "-m", "512", "-nodefaults", "-display", "none",
 		"-serial", "stdio", "-monitor", "unix:" + vm.monitor + ",server,nowait",
 		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+	}
+	if o.RNG {
 		// Entropy: the emulated CPU has no RDRAND, and without a source the kernel's random
-		// pool may take long to fill (crypto/rand, hence TLS and DHCP, wait for it).
-		"-device", "virtio-rng-pci",
+		// pool may take long to fill (crypto/rand, hence DHCP, waits for it).
+		args = append(args, "-device", "virtio-rng-pci")
 	}
 	if !o.Reboot {
 		args = append(args, "-no-reboot")

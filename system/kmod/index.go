@@ -158,16 +158,30 @@ func (ix *Index) Match(modalias string) []string {
 }
 
 // Buses are the buses the index has aliases for (their sysfs names, which modaliases begin
-// with), or nil when a pattern could match any bus.
-func (ix *Index) Buses() []string {
+// with), leaving out those whose modules all satisfy done; nil when a pattern could match any
+// bus.
+func (ix *Index) Buses(done func(module string) bool) []string {
 	if ix.byBus == nil {
 		ix.indexAliases()
 	}
-	var out []string
-	for b := range ix.byBus {
-		out = append(out, b)
+	pending := func(as []aliasOf) bool {
+		for _, a := range as {
+			if done == nil || !done(a.module) {
+				return true
+			}
+		}
+		return false
 	}
-	for p := range ix.byPrefix {
+	var out []string
+	for b, as := range ix.byBus {
+		if pending(as) {
+			out = append(out, b)
+		}
+	}
+	for p, as := range ix.byPrefix {
+		if !pending(as) {
+			continue
+		}
 		if p == "" {
 			return nil // a pattern for any bus
 		}

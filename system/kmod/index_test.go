@@ -75,18 +75,21 @@ func TestResolveAndMatch(t *testing.T) {
 
 func TestBuses(t *testing.T) {
 	ix := &Index{Modules: map[string]Module{"a": {Aliases: []string{"pci:v1*", "virtio:d1*"}}, "b": {Aliases: []string{"fs-x"}}}}
-	if got := ix.Buses(); !reflect.DeepEqual(got, []string{"fs-x", "pci", "virtio"}) {
+	if got := ix.Buses(nil); !reflect.DeepEqual(got, []string{"fs-x", "pci", "virtio"}) {
 		t.Errorf("Buses = %v", got)
 	}
+	if got := ix.Buses(func(m string) bool { return m == "a" }); !reflect.DeepEqual(got, []string{"fs-x"}) {
+		t.Errorf("Buses with a loaded = %v, want only fs-x", got)
+	}
 	ix = &Index{Modules: map[string]Module{"button": {Aliases: []string{"acpi*:LNXPWRBN:*"}}}}
-	if got := ix.Buses(); !reflect.DeepEqual(got, []string{"acpi*"}) {
+	if got := ix.Buses(nil); !reflect.DeepEqual(got, []string{"acpi*"}) {
 		t.Errorf("Buses = %v, want [acpi*]", got)
 	}
 	if got := ix.Match("acpi:LNXPWRBN:"); !reflect.DeepEqual(got, []string{"button"}) {
 		t.Errorf("Match(acpi:LNXPWRBN:) = %v", got)
 	}
 	ix = &Index{Modules: map[string]Module{"a": {Aliases: []string{"*:v1*"}}}}
-	if got := ix.Buses(); got != nil {
+	if got := ix.Buses(nil); got != nil {
 		t.Errorf("a wildcard bus must scan every bus, got %v", got)
 	}
 }

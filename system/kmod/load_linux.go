@@ -111,7 +111,14 @@ func (l *Loader) Coldplug() ([]string, error) {
 	var first error
 	for pass := 0; pass < 5; pass++ {
 		want := map[string]bool{}
-		for _, alias := range Modaliases(l.Index.Buses()) {
+		// Buses whose drivers are all loaded already (listed in the config) need no scan.
+		l.mu.Lock()
+		buses := l.Index.Buses(func(m string) bool { return l.loaded[m] })
+		l.mu.Unlock()
+		if buses != nil && len(buses) == 0 {
+			break
+		}
+		for _, alias := range Modaliases(buses) {
 			for _, m := range l.Index.Match(alias) {
 				want[m] = true
 			}
