@@ -318,14 +318,14 @@ func (ic *initctl) kexec(args []string) error {
 	}
 	switch {
 	case req.Unload:
-		fmt.Fprintln(ic.out, "kexec: unloaded")
+		fmt.Fprint(ic.out, "kexec: ")
 	case r.Jumping:
 		fmt.Fprintf(ic.out, "kexec: loaded %s in %dms; services are stopping, then the jump\n  initrd: %s\n  cmdline: %s\n", r.Kernel, r.LoadMs, dash(r.Initrd), r.Cmdline)
 	default:
-		fmt.Fprintf(ic.out, "kexec: loaded %s in %dms (not jumping)\n  initrd: %s\n  cmdline: %s\n", r.Kernel, r.LoadMs, dash(r.Initrd), r.Cmdline)
+		fmt.Fprintf(ic.out, "kexec: loaded %s in %dms\n  initrd: %s\n  cmdline: %s\n  ", r.Kernel, r.LoadMs, dash(r.Initrd), r.Cmdline)
 	}
 	if r.Note != "" {
-		fmt.Fprintln(ic.out, "  "+r.Note)
+		fmt.Fprintln(ic.out, r.Note)
 	}
 	return nil
 }

@@ -32,7 +32,7 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 		if err := kexec.Unload(); err != nil {
 			return control.KexecResult{}, err
 		}
-		return control.KexecResult{Note: "unloaded"}, nil
+		return control.KexecResult{Note: "unloaded" + loadedNote()}, nil
 	}
 	var def struct{ kernel, initrd, cmdline, append string }
 	if m.cfg != nil {
@@ -76,6 +76,7 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 	}
 	m.log.Info("kexec kernel loaded", "kernel", img.Kernel, "initrd", img.Initrd, "cmdline", img.Cmdline, "took", time.Since(start))
 	if req.LoadOnly {
+		res.Note = "not jumping; initctl kexec jumps later" + loadedNote()
 		return res, nil
 	}
 	m.mu.Lock()
@@ -87,6 +88,15 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 	m.power <- system.Kexec
 	res.Jumping = true
 	return res, nil
+}
+
+// loadedNote says what the kernel reports, so a caller can trust a load or an unload.
+func loadedNote() string {
+	loaded, err := kexec.Loaded()
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (/sys/kernel/kexec_loaded: %v)", loaded)
 }
 
 func first(a, b string) string {

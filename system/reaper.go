@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"sync"
 
@@ -40,7 +39,6 @@ type Reaper struct {
 
 	mu      sync.Mutex
 	waiters map[int]chan Exit
-	orphans int // exits of processes nobody was waiting for (re-parented grandchildren)
 }
 
 // NewReaper starts reaping. Call it before starting any child.
@@ -59,21 +57,10 @@ func NewReaper(log *slog.Logger) *Reaper {
 	return r
 }
 
-// Start starts cmd and returns a channel that receives its exit. The pid is registered under
-// the same lock the reaper takes to look it up, so even a child that exits at once is
-// delivered. cmd must not use pipes that need cmd.Wait (give it *os.File values).
-func (r *Reaper) Start(cmd *exec.Cmd) (<-chan Exit, error) {
-	ch, _, err := r.StartFunc(func() (int, error) {
-		if err := cmd.Start(); err != nil {
-			return 0, err
-		}
-		return cmd.Process.Pid, nil
-	})
-	return ch, err
-}
-
-// StartFunc is Start for a process started some other way (syscall.ForkExec with raw fds):
-// start runs under the reaper's lock and returns the new pid.
+// StartFunc starts a process (start runs syscall.ForkExec or the like and returns the pid) and
+// returns a channel that receives its exit. The pid is registered under the same lock the
+// reaper takes to look it up, so even a child that exits at once is delivered. Nothing else may
+// wait for it: exec.Cmd.Wait would race with the reaper.
 func (r *Reaper) StartFunc(start func() (int, error)) (<-chan Exit, int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -84,13 +71,6 @@ func (r *Reaper) StartFunc(start func() (int, error)) (<-chan Exit, int, error) 
 	ch := make(chan Exit, 1)
 	r.waiters[pid] = ch
 	return ch, pid, nil
-}
-
-// Orphans is how many exits of processes nobody started through Start were reaped.
-func (r *Reaper) Orphans() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.orphans
 }
 
 func (r *Reaper) reapAll() {
@@ -111,9 +91,6 @@ func (r *Reaper) deliver(e Exit) {
 	r.mu.Lock()
 	ch, ok := r.waiters[e.Pid]
 	delete(r.waiters, e.Pid)
-	if !ok {
-		r.orphans++
-	}
 	r.mu.Unlock()
 	if ok {
 		ch <- e
