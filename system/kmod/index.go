@@ -158,9 +158,9 @@ func (ix *Index) Match(modalias string) []string {
 }
 
 // Buses are the buses the index has aliases for (their sysfs names, which modaliases begin
-// with), leaving out those whose modules all satisfy done; nil when a pattern could match any
-// bus.
-func (ix *Index) Buses(done func(module string) bool) []string {
+// with), leaving out those whose modules all satisfy done; all is true when a pending pattern
+// could match any bus. No buses and not all means there is nothing left to scan for.
+func (ix *Index) Buses(done func(module string) bool) (buses []string, all bool) {
 	if ix.byBus == nil {
 		ix.indexAliases()
 	}
@@ -183,12 +183,12 @@ func (ix *Index) Buses(done func(module string) bool) []string {
 			continue
 		}
 		if p == "" {
-			return nil // a pattern for any bus
+			return nil, true // a pattern for any bus
 		}
 		out = append(out, p+"*")
 	}
 	sort.Strings(out)
-	return out
+	return out, false
 }
 
 func (ix *Index) indexAliases() {

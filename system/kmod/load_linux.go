@@ -113,12 +113,12 @@ func (l *Loader) Coldplug() ([]string, error) {
 		want := map[string]bool{}
 		// Buses whose drivers are all loaded already (listed in the config) need no scan.
 		l.mu.Lock()
-		buses := l.Index.Buses(func(m string) bool { return l.loaded[m] })
+		buses, anyBus := l.Index.Buses(func(m string) bool { return l.loaded[m] })
 		l.mu.Unlock()
-		if buses != nil && len(buses) == 0 {
+		if len(buses) == 0 && !anyBus {
 			break
 		}
-		for _, alias := range Modaliases(buses) {
+		for _, alias := range Modaliases(buses, anyBus) {
 			for _, m := range l.Index.Match(alias) {
 				want[m] = true
 			}
@@ -147,12 +147,13 @@ func (l *Loader) Coldplug() ([]string, error) {
 	return all, first
 }
 
-// Modaliases lists the modalias of every device on the given buses (nil: every bus). Reading
+// Modaliases lists the modalias of every device on the given buses, or on all of them. Reading
 // sysfs is slow under emulation, and a boot reads it twice or more.
-func Modaliases(buses []string) []string {
+func Modaliases(buses []string, all bool) []string {
 	var files []string
-	if buses == nil {
+	if all {
 		files, _ = filepath.Glob("/sys/bus/*/devices/*/modalias")
+		buses = nil
 	}
 	for _, b := range buses {
 		more, _ := filepath.Glob("/sys/bus/" + b + "/devices/*/modalias")
