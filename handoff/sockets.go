@@ -6,12 +6,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/user"
 	"strconv"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/system"
 )
 
 // Held is a socket PID 1 has bound and keeps open for a service: it outlives every process of
@@ -143,43 +143,20 @@ func unixPerms(spec config.Socket, path string) error {
 	}
 	uid, gid := -1, -1
 	if spec.Owner != "" {
-		u, err := lookupID(spec.Owner, func(n string) (string, error) {
-			u, err := user.Lookup(n)
-			if err != nil {
-				return "", err
-			}
-			return u.Uid, nil
-		})
+		u, _, _, err := system.LookupUser(spec.Owner)
 		if err != nil {
-			return fmt.Errorf("owner %q: %w", spec.Owner, err)
+			return fmt.Errorf("owner: %w", err)
 		}
-		uid = u
+		uid = int(u)
 	}
 	if spec.Group != "" {
-		g, err := lookupID(spec.Group, func(n string) (string, error) {
-			g, err := user.LookupGroup(n)
-			if err != nil {
-				return "", err
-			}
-			return g.Gid, nil
-		})
+		g, err := system.LookupGroup(spec.Group)
 		if err != nil {
-			return fmt.Errorf("group %q: %w", spec.Group, err)
+			return err
 		}
-		gid = g
+		gid = int(g)
 	}
 	return os.Lchown(path, uid, gid)
-}
-
-func lookupID(name string, lookup func(string) (string, error)) (int, error) {
-	if n, err := strconv.Atoi(name); err == nil {
-		return n, nil
-	}
-	s, err := lookup(name)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(s)
 }
 
 func boolInt(b bool) int {

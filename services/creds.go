@@ -1,12 +1,10 @@
 package services
 
 import (
-	"fmt"
-	"os/user"
-	"strconv"
 	"syscall" // SysProcAttr.Credential is syscall's type
 
 	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/system"
 )
 
 // identity is who a service runs as.
@@ -22,27 +20,14 @@ func lookupIdentity(spec config.Service) (identity, error) {
 	if spec.User == "" {
 		return identity{home: "/", name: "root"}, nil
 	}
-	var uid, gid uint64
-	home, name := "/", spec.User
-	if u, err := user.Lookup(spec.User); err == nil {
-		uid, _ = strconv.ParseUint(u.Uid, 10, 32)
-		gid, _ = strconv.ParseUint(u.Gid, 10, 32)
-		if u.HomeDir != "" {
-			home = u.HomeDir
-		}
-	} else if n, perr := strconv.ParseUint(spec.User, 10, 32); perr == nil {
-		uid, gid = n, n
-	} else {
-		return identity{}, fmt.Errorf("user %q: %w (is it in the image's /etc/passwd?)", spec.User, err)
+	uid, gid, home, err := system.LookupUser(spec.User)
+	if err != nil {
+		return identity{}, err
 	}
 	if spec.Group != "" {
-		if g, err := user.LookupGroup(spec.Group); err == nil {
-			gid, _ = strconv.ParseUint(g.Gid, 10, 32)
-		} else if n, perr := strconv.ParseUint(spec.Group, 10, 32); perr == nil {
-			gid = n
-		} else {
-			return identity{}, fmt.Errorf("group %q: %w (is it in the image's /etc/group?)", spec.Group, err)
+		if gid, err = system.LookupGroup(spec.Group); err != nil {
+			return identity{}, err
 		}
 	}
-	return identity{cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, home: home, name: name}, nil
+	return identity{cred: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}, home: home, name: spec.User}, nil
 }

@@ -2,6 +2,7 @@ package system
 
 import (
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 	"reflect"
@@ -79,5 +80,23 @@ func TestLabelFromSuperblock(t *testing.T) {
 		if got := labelFromSuperblock(tc.buf); got != tc.want {
 			t.Errorf("%s: label %q, want %q", name, got, tc.want)
 		}
+	}
+}
+
+func TestLookupUserAndGroup(t *testing.T) {
+	if uid, gid, home, err := LookupUser("root"); err != nil || uid != 0 || gid != 0 || home == "" {
+		t.Errorf("LookupUser(root) = %d %d %q %v", uid, gid, home, err)
+	}
+	if uid, gid, home, err := LookupUser("4242"); err != nil || uid != 4242 || gid != 4242 || home != "/" {
+		t.Errorf("LookupUser(4242) = %d %d %q %v", uid, gid, home, err)
+	}
+	if _, _, _, err := LookupUser("no-such-user"); err == nil || !strings.Contains(err.Error(), `user "no-such-user"`) {
+		t.Errorf("LookupUser(no-such-user) error = %v", err)
+	}
+	if gid, err := LookupGroup("4343"); err != nil || gid != 4343 {
+		t.Errorf("LookupGroup(4343) = %d %v", gid, err)
+	}
+	if _, err := LookupGroup("no-such-group"); err == nil || !strings.Contains(err.Error(), `group "no-such-group"`) {
+		t.Errorf("LookupGroup(no-such-group) error = %v", err)
 	}
 }
