@@ -64,40 +64,22 @@ func Start(bin, dir string, held bool) (*Appliance, error) {
 	if a.StreamAddr, err = freeAddr(); err != nil {
 		return nil, err
 	}
-	web := fmt.Sprintf(`
-[[service]]
-name = "web"
-# -addr is where web would listen without baton: unusable, so the test fails if the held
-# socket is not passed.
-exec = [%q, "-addr", "127.0.0.1:1"]
-ready = "notify"
-restart = "always"
-stop_timeout = "5s"
-  [[service.socket]]
-  name = "http"
-  listen = "tcp://%s"
-`, filepath.Join(bin, "web"), a.WebAddr)
-	if !held {
-		web = fmt.Sprintf(`
-[[service]]
-name = "web"
-exec = [%q, "-addr", %q]
-ready = "notify"
-restart = "always"
-stop_timeout = "5s"
-`, filepath.Join(bin, "web"), a.WebAddr)
+	// Each service gets a held socket; its -addr (where it would listen without baton) is
+	// unusable, so a run fails if the socket is not passed. The baseline without a held socket
+	// lets web listen on its address itself.
+	service := func(name, socket, addr string, held bool) string {
+		own := "127.0.0.1:1"
+		if !held {
+			own = addr
+		}
+		s := fmt.Sprintf("\n[[service]]\nname = %q\nexec = [%q, \"-addr\", %q]\nready = \"notify\"\nrestart = \"always\"\nstop_timeout = \"5s\"\n",
+			name, filepath.Join(bin, name), own)
+		if held {
+			s += fmt.Sprintf("  [[service.socket]]\n  name = %q\n  listen = \"tcp://%s\"\n", socket, addr)
+		}
+		return s
 	}
-	cfg := web + fmt.Sprintf(`
-[[service]]
-name = "stream"
-exec = [%q, "-addr", "127.0.0.1:1"]
-ready = "notify"
-restart = "always"
-stop_timeout = "5s"
-  [[service.socket]]
-  name = "stream"
-  listen = "tcp://%s"
-`, filepath.Join(bin, "stream"), a.StreamAddr)
+	cfg := service("web", "http", a.WebAddr, held) + service("stream", "stream", a.StreamAddr, true)
 	cfgPath := filepath.Join(dir, "baton.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
