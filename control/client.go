@@ -63,10 +63,23 @@ func (e *ConnError) Error() string {
 
 func (e *ConnError) Unwrap() error { return e.Err }
 
-func (c *Client) request(ctx context.Context, method, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
+// request sends one request (with in, if not nil, as its JSON body) and turns a 4xx or 5xx
+// answer into an APIError and a failure to connect into a ConnError.
+func (c *Client) request(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -92,8 +105,8 @@ func unwrapURL(err error) error {
 	return err
 }
 
-func (c *Client) call(method, path string, out any) error {
-	resp, err := c.request(context.Background(), method, path)
+func (c *Client) call(method, path string, in, out any) error {
+	resp, err := c.request(context.Background(), method, path, in)
 	if err != nil {
 		return err
 	}
@@ -107,21 +120,21 @@ func (c *Client) call(method, path string, out any) error {
 // Services lists every service.
 func (c *Client) Services() ([]services.Status, error) {
 	var l ServiceList
-	err := c.call("GET", "/v1/services", &l)
+	err := c.call("GET", "/v1/services", nil, &l)
 	return l.Services, err
 }
 
 // Service returns one service.
 func (c *Client) Service(name string) (services.Status, error) {
 	var s services.Status
-	err := c.call("GET", "/v1/services/"+url.PathEscape(name), &s)
+	err := c.call("GET", "/v1/services/"+url.PathEscape(name), nil, &s)
 	return s, err
 }
 
 // Action starts, stops or restarts a service and waits for the outcome.
 func (c *Client) Action(name, action string) (ActionResult, error) {
 	var r ActionResult
-	err := c.call("POST", "/v1/services/"+url.PathEscape(name)+"/"+action, &r)
+	err := c.call("POST", "/v1/services/"+url.PathEscape(name)+"/"+action, nil, &r)
 	return r, err
 }
 
@@ -133,21 +146,21 @@ func (c *Client) Upgrade(name, execPath string) (ActionResult, error) {
 	if execPath != "" {
 		path += "?exec=" + url.QueryEscape(execPath)
 	}
-	err := c.call("POST", path, &r)
+	err := c.call("POST", path, nil, &r)
 	return r, err
 }
 
 // Logs returns a service's last n lines (0: all kept).
 func (c *Client) Logs(name string, n int) ([]services.LogLine, error) {
 	var l []services.LogLine
-	err := c.call("GET", "/v1/services/"+url.PathEscape(name)+"/logs?n="+strconv.Itoa(n), &l)
+	err := c.call("GET", "/v1/services/"+url.PathEscape(name)+"/logs?n="+strconv.Itoa(n), nil, &l)
 	return l, err
 }
 
 // FollowLogs calls fn for the last n lines and then every new line, until ctx ends or the
 // connection does.
 func (c *Client) FollowLogs(ctx context.Context, name string, n int, fn func(services.LogLine)) error {
-	resp, err := c.request(ctx, "GET", "/v1/services/"+url.PathEscape(name)+"/logs?follow=1&n="+strconv.Itoa(n))
+	resp, err := c.request(ctx, "GET", "/v1/services/"+url.PathEscape(name)+"/logs?follow=1&n="+strconv.Itoa(n), nil)
 	if err != nil {
 		return err
 	}
@@ -170,36 +183,20 @@ func (c *Client) FollowLogs(ctx context.Context, name string, n int, fn func(ser
 // Power asks for reboot, poweroff or halt.
 func (c *Client) Power(action string) error {
 	var r ActionResult
-	return c.call("POST", "/v1/system/"+action, &r)
+	return c.call("POST", "/v1/system/"+action, nil, &r)
 }
 
 // Kexec asks for a kexec (see KexecRequest).
 func (c *Client) Kexec(req KexecRequest) (KexecResult, error) {
 	var r KexecResult
-	body, _ := json.Marshal(req)
-	hreq, err := http.NewRequest("POST", c.base+"/v1/system/kexec", bytes.NewReader(body))
-	if err != nil {
-		return r, err
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := c.hc.Do(hreq)
-	if err != nil {
-		return r, &ConnError{Target: c.target, Err: unwrapURL(err)}
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 400 {
-		var e ErrorResponse
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		return r, &APIError{Code: resp.StatusCode, Msg: e.Error}
-	}
-	err = json.NewDecoder(resp.Body).Decode(&r)
+	err := c.call("POST", "/v1/system/kexec", req, &r)
 	return r, err
 }
 
 // Timeline returns the boot timeline.
 func (c *Client) Timeline() (Timeline, error) {
 	var t Timeline
-	err := c.call("GET", "/v1/boot", &t)
+	err := c.call("GET", "/v1/boot", nil, &t)
 	return t, err
 }
 

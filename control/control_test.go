@@ -161,7 +161,7 @@ func TestAPIErrors(t *testing.T) {
 		{"GET", "/v2/whatever", 404, "no route GET /v2/whatever"},
 		{"GET", "/v1/services/echo/start", 404, "no route"},
 	} {
-		resp, err := c.request(context.Background(), tc.method, tc.path)
+		resp, err := c.request(context.Background(), tc.method, tc.path, nil)
 		var ae *APIError
 		if err == nil {
 			resp.Body.Close()
