@@ -3,6 +3,7 @@ package services
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"strconv"
 	"time"
 
@@ -52,6 +53,19 @@ func helper(mode string) {
 		client.Ready()
 	case "exit1":
 		os.Exit(1)
+	case "stopping-on-term": // ready at once; on SIGTERM says STOPPING=1, then exits
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, unix.SIGTERM)
+		client.Ready()
+		<-term
+		client.Stopping()
+		os.Exit(0)
+	case "env": // prints its environment, then stays up
+		for _, kv := range os.Environ() {
+			fmt.Println("env:", kv)
+		}
+		fmt.Println("env: end")
+		client.Ready()
 	}
 	select {}
 }

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-init/baton/system"
@@ -85,7 +87,7 @@ type logPipe struct {
 	w *os.File
 }
 
-func startLogPipe(name, stream string, ring *LogRing, console io.Writer, consoleMu *sync.Mutex) (*logPipe, error) {
+func startLogPipe(name, stream string, ring *LogRing, con *console) (*logPipe, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("service %s: %s pipe: %w", name, stream, err)
@@ -97,11 +99,7 @@ func startLogPipe(name, stream string, ring *LogRing, console io.Writer, console
 			line, err := readLine(br)
 			if line != "" || err == nil {
 				ring.add(stream, line)
-				if console != nil {
-					consoleMu.Lock()
-					fmt.Fprintf(console, "[%10.6f] %s: %s\n", system.Uptime().Seconds(), name, line)
-					consoleMu.Unlock()
-				}
+				con.echo(name, line)
 			}
 			if err != nil {
 				return
@@ -110,6 +108,68 @@ func startLogPipe(name, stream string, ring *LogRing, console io.Writer, console
 	}()
 	return &logPipe{w: w}, nil
 }
+
+// close closes baton's write end; the reader ends once no process holds one either.
+func (p *logPipe) close() {
+	if p != nil {
+		p.w.Close()
+	}
+}
+
+// console echoes service output to baton's console from one goroutine, through a bounded
+// queue: a slow serial console delays the echo, never a service (whose pipe would fill and
+// block its writes) and never the other services. Lines that do not fit are counted and the
+// count is reported; the ring keeps every line regardless.
+type console struct {
+	out     io.Writer
+	log     *slog.Logger
+	lines   chan string
+	dropped atomic.Int64
+	stop    chan struct{}
+	once    sync.Once
+}
+
+const consoleQueue = 1024
+
+func newConsole(out io.Writer, log *slog.Logger) *console {
+	c := &console{out: out, log: log, lines: make(chan string, consoleQueue), stop: make(chan struct{})}
+	go c.write()
+	return c
+}
+
+func (c *console) echo(name, line string) {
+	if c == nil {
+		return
+	}
+	select {
+	case c.lines <- fmt.Sprintf("[%10.6f] %s: %s\n", system.Uptime().Seconds(), name, line):
+	default:
+		c.dropped.Add(1)
+	}
+}
+
+func (c *console) write() {
+	for {
+		select {
+		case l := <-c.lines:
+			writeLine(c.out, l)
+		case <-c.stop:
+			return
+		}
+		if n := c.dropped.Swap(0); n > 0 {
+			writeLine(c.out, fmt.Sprintf("[%10.6f] baton: console too slow: %d service line(s) not echoed (initctl logs has them)\n", system.Uptime().Seconds(), n))
+		}
+	}
+}
+
+// writeLine writes, and survives a writer that panics (a closed console must not end the
+// echo goroutine, nor baton).
+func writeLine(w io.Writer, l string) {
+	defer func() { _ = recover() }()
+	_, _ = io.WriteString(w, l)
+}
+
+func (c *console) close() { c.once.Do(func() { close(c.stop) }) }
 
 // readLine returns the next line without its newline; a line longer than the buffer comes
 // back in pieces.

@@ -1,43 +1,128 @@
 package services
 
 import (
+	"fmt"
+	"os"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
-	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/system"
 )
 
-// readNotify handles the service's notify datagrams for its whole life.
-func (s *Service) readNotify() {
-	defer system.Recover(s.log, "notify "+s.Spec.Name)
-	for {
-		m, err := s.notify.Read()
-		if err != nil && m.Fields == nil {
-			return // socket closed
-		}
+// sender is what /proc says about a notify datagram's sender (its pid comes from
+// SCM_CREDENTIALS, checked by the kernel). Read on the notify goroutine: the loop only
+// compares it with the generations it knows.
+type sender struct {
+	pid       int
+	pgrp      int    // 0 when /proc had nothing (it exited already)
+	ancestors []int  // parent, grandparent, … up to init
+	cgroup    string // its cgroup2 path as /proc/PID/cgroup shows it ("/baton/web")
+}
+
+// maxAncestry bounds the walk up the process tree.
+const maxAncestry = 64
+
+func readSender(pid int) sender {
+	who := sender{pid: pid}
+	if pid <= 0 {
+		return who
+	}
+	st, err := system.ReadProcStat(pid)
+	if err != nil {
+		return who
+	}
+	who.pgrp = st.Pgrp
+	for p, hops := st.PPid, 0; p > 1 && hops < maxAncestry; hops++ {
+		who.ancestors = append(who.ancestors, p)
+		up, err := system.ReadProcStat(p)
 		if err != nil {
-			s.log.Warn("notify", "err", err)
+			break
 		}
-		g := s.generationOf(m.Pid)
-		if g == nil {
-			m.CloseFds()
-			s.log.Warn("notify message from a process outside the service dropped", "pid", m.Pid)
-			s.mu.Lock()
-			s.notifyDropped++
-			s.cond.Broadcast()
-			s.mu.Unlock()
-			continue
+		p = up.PPid
+	}
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "0::"); ok {
+				who.cgroup = rest
+			}
 		}
-		s.applyNotify(g, m)
+	}
+	return who
+}
+
+// readNotify passes the service's notify datagrams to its loop for as long as the socket is
+// open.
+func (s *Service) readNotify() {
+	for s.readOneNotify() {
 	}
 }
 
-// applyNotify acts on one authenticated datagram from generation g (systemd's sd_notify keys;
-// unknown keys are ignored). Fds are kept only with FDSTORE=1; the rest are closed, which is
-// also what answers BARRIER=1.
-func (s *Service) applyNotify(g *generation, m handoff.Message) {
-	f := m.Fields
+func (s *Service) readOneNotify() (more bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("recovered from panic reading notify datagrams", "panic", fmt.Sprint(p),
+				"stack", string(debug.Stack()), system.KmsgKey, true)
+			more = true
+		}
+	}()
+	m, err := s.notify.Read()
+	if err != nil && m.Fields == nil {
+		return false // socket closed
+	}
+	if err != nil {
+		s.log.Warn("notify", "err", err)
+	}
+	n := notified{msg: m, sender: readSender(m.Pid)}
+	if v, ok := m.Fields["MAINPID"]; ok {
+		if pid, err := strconv.Atoi(v); err == nil {
+			n.mainPid = readSender(pid)
+		}
+	}
+	if !s.post(n) {
+		m.CloseFds()
+		return false
+	}
+	return true
+}
+
+// generationOf finds which generation sent a datagram: its main process, a process of its
+// group, a descendant, or (for the main generation) anything in the service's cgroup. nil
+// means a stranger.
+func (s *Service) generationOf(who sender) *generation {
+	if who.pid <= 0 {
+		return nil
+	}
+	for _, g := range s.st.gens {
+		if g.pid == who.pid || (who.pgrp != 0 && g.pid == who.pgrp) {
+			return g
+		}
+	}
+	for _, a := range who.ancestors {
+		for _, g := range s.st.gens {
+			if g.pid == a {
+				return g
+			}
+		}
+	}
+	if s.st.cur != nil && s.st.cgroup != "" && who.cgroup != "" && strings.HasSuffix(s.st.cgroup, who.cgroup) {
+		return s.st.cur
+	}
+	return nil
+}
+
+// onNotify acts on one datagram (systemd's sd_notify keys; unknown keys are ignored). Fds are
+// kept only with FDSTORE=1; the rest are closed, which is also what answers BARRIER=1.
+func (s *Service) onNotify(n notified) {
+	m, f := n.msg, n.msg.Fields
+	g := s.generationOf(n.sender)
+	if g == nil {
+		m.CloseFds()
+		s.st.notifyDropped++
+		s.log.Warn("notify message from a process outside the service dropped", "pid", m.Pid)
+		return
+	}
 	if f["FDSTORE"] == "1" && len(m.Fds) > 0 {
 		name := f["FDNAME"]
 		if name == "" {
@@ -54,109 +139,84 @@ func (s *Service) applyNotify(g *generation, m handoff.Message) {
 	if f["FDSTOREREMOVE"] == "1" && f["FDNAME"] != "" {
 		s.log.Info("fd store: removed", "name", f["FDNAME"], "count", s.store.Remove(f["FDNAME"]))
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	defer s.cond.Broadcast()
-	if g == s.next { // the new version of an upgrade: only its readiness matters here
-		if f["READY"] == "1" {
-			g.ready = true
+	extend := time.Duration(-1)
+	if v, ok := f["EXTEND_TIMEOUT_USEC"]; ok {
+		if us, err := strconv.ParseInt(v, 10, 64); err == nil && us >= 0 {
+			extend = time.Duration(us) * time.Microsecond
 		}
-		return
 	}
+	up := s.st.up
+	switch {
+	case up != nil && g == up.new: // the new version of an upgrade: its readiness is the upgrade's
+		if extend >= 0 {
+			up.deadline = later(up.deadline, time.Now().Add(extend))
+		}
+		if f["READY"] == "1" {
+			s.upgradeEvent(uReady)
+		}
+	case g != s.st.cur || s.st.phase == pStopping:
+		// A generation that is ending (the old version of an upgrade, a service being
+		// stopped) may still speak, typically STOPPING=1: accepted, not forged.
+		s.st.notifyLate++
+		s.log.Debug("notify from an ending generation", "pid", m.Pid, "generation", g.pid)
+		if extend >= 0 {
+			if up != nil && g == up.old && up.step == uDraining {
+				up.deadline = later(up.deadline, time.Now().Add(extend))
+			} else if s.st.phase == pStopping {
+				s.st.stopDeadline = later(s.st.stopDeadline, time.Now().Add(extend))
+			}
+		}
+	default:
+		s.fromMain(n, extend)
+	}
+}
+
+// fromMain applies the keys of a datagram from the main generation.
+func (s *Service) fromMain(n notified, extend time.Duration) {
+	f := n.msg.Fields
 	if v, ok := f["STATUS"]; ok {
-		s.statusMsg = v
+		s.st.statusMsg = v
 	}
 	if v, ok := f["MAINPID"]; ok {
-		if pid, err := strconv.Atoi(v); err == nil && s.generationOfLocked(pid) == g {
-			s.mainPid = pid
+		if pid, err := strconv.Atoi(v); err == nil && pid == n.mainPid.pid && s.generationOf(n.mainPid) == s.st.cur {
+			s.st.mainPid = pid
 		}
 	}
 	if f["RELOADING"] == "1" {
-		s.reloading = true
+		s.st.reloading = true
 	}
 	if f["READY"] == "1" {
-		s.reloading = false
-		if s.state == Starting && s.cur == g && !s.runDecided {
-			s.markReadyLocked()
-			s.log.Info("ready", "after", time.Since(g.started).Round(time.Millisecond))
-		}
+		s.dispatch(eReady, request{})
 	}
-	if f["STOPPING"] == "1" && s.state == Running {
-		s.setState(Stopping)
+	if f["STOPPING"] == "1" && s.st.phase == pRunning {
+		s.st.selfStopping = true
 	}
 	if v, ok := f["WATCHDOG_USEC"]; ok {
-		if us, err := strconv.ParseInt(v, 10, 64); err == nil {
-			s.wdInterval = time.Duration(us) * time.Microsecond
-			s.armWatchdogLocked()
+		if us, err := strconv.ParseInt(v, 10, 64); err == nil && us > 0 {
+			s.st.wdInterval = time.Duration(us) * time.Microsecond
+			if s.st.phase == pRunning {
+				s.armWatchdog()
+			}
 		}
 	}
 	switch f["WATCHDOG"] {
 	case "1":
-		s.armWatchdogLocked()
+		if s.st.phase == pRunning {
+			s.armWatchdog()
+		}
 	case "trigger":
-		s.wdDeadline = time.Now()
-	}
-	if v, ok := f["EXTEND_TIMEOUT_USEC"]; ok {
-		if us, err := strconv.ParseInt(v, 10, 64); err == nil {
-			until := time.Now().Add(time.Duration(us) * time.Microsecond)
-			if s.state == Starting && until.After(s.startDeadline) {
-				s.startDeadline = until
-			}
-			if s.state == Stopping && until.After(s.stopDeadline) {
-				s.stopDeadline = until
-			}
+		if s.st.phase == pRunning && s.st.wdInterval > 0 {
+			s.st.wdDeadline = time.Now()
 		}
 	}
-	s.wake()
+	if extend >= 0 && s.st.phase == pStarting && !s.st.startDeadline.IsZero() {
+		s.st.startDeadline = later(s.st.startDeadline, time.Now().Add(extend))
+	}
 }
 
-// generationOf finds which process of the service sent a datagram: the main process of a
-// generation, one of its descendants or process group, or (for the current generation) anything
-// in the service's cgroup. nil means a stranger.
-func (s *Service) generationOf(pid int) *generation {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.generationOfLocked(pid)
-}
-
-func (s *Service) generationOfLocked(pid int) *generation {
-	if pid <= 0 {
-		return nil
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
 	}
-	gens := []*generation{s.cur, s.next}
-	for _, g := range gens {
-		if g != nil && g.pid == pid {
-			return g
-		}
-	}
-	st, err := system.ReadProcStat(pid)
-	if err != nil {
-		return nil
-	}
-	for _, g := range gens {
-		if g != nil && st.Pgrp == g.pid {
-			return g
-		}
-	}
-	for p, hops := st.PPid, 0; p > 1 && hops < 64; hops++ {
-		for _, g := range gens {
-			if g != nil && g.pid == p {
-				return g
-			}
-		}
-		up, err := system.ReadProcStat(p)
-		if err != nil {
-			break
-		}
-		p = up.PPid
-	}
-	if s.cgroup != "" && s.cur != nil {
-		for _, p := range cgroupProcs(s.cgroup) {
-			if p == pid {
-				return s.cur
-			}
-		}
-	}
-	return nil
+	return a
 }

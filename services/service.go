@@ -1,13 +1,17 @@
 // Package services supervises the appliance's programs: start in dependency order, readiness,
 // restart by policy with backoff and a limit, held sockets and an fd store, upgrades without a
 // refused connection, logs, and stop in reverse order within each service's stop timeout.
+//
+// Each service's state has one owner: its loop goroutine (loop.go). Everything that can change
+// it — requests, process exits, notify datagrams, timers — reaches the loop as an input, and
+// the loop decides by one table (table.go; upgrades by a second, upgrade.go). Callers wait for
+// the reply outside the loop; status is a snapshot the loop publishes after every input.
 package services
 
 import (
 	"errors"
-	"io"
 	"log/slog"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-init/baton/config"
@@ -26,49 +30,18 @@ const (
 	Failed   State = "failed"
 )
 
-var errStopping = errors.New("service is stopping")
-
 // env is what every service shares: the machine around it.
 type env struct {
 	log       *slog.Logger
 	reaper    *system.Reaper
-	console   io.Writer // service output echo; nil for none
-	consoleMu *sync.Mutex
+	console   *console // service output echo; nil for none
 	notifyDir string   // where notify sockets go; "" for none
 	cgroups   *Cgroups // nil: process groups only
 	shim      string   // this binary, run as baton-exec to set LISTEN_PID
 }
 
-// activation is one period between a start and a stop; its run loop may restart the program
-// many times.
-type activation struct {
-	stopReq bool
-	done    chan struct{}
-}
-
-// generation is one running process of the service. There is one, except during an upgrade,
-// when the new version runs beside the old one on the same sockets.
-type generation struct {
-	pid     int
-	started time.Time
-	done    chan struct{} // closed when reaped; exit is valid then
-	exit    system.Exit
-	ctl     int  // baton's end of the control channel with the process
-	ready   bool // READY=1 seen (upgrades)
-}
-
-func (g *generation) ended() bool {
-	select {
-	case <-g.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// Service is one supervised program. One mutex guards the fields below it; cond is broadcast
-// on every change, so callers wait for a state instead of polling. The run loop owns the
-// current generation's lifecycle; Start, Stop and Upgrade go through ops.
+// Service is one supervised program. The fields up to inputs are set once by newService and
+// read-only after; st is touched by the loop goroutine only.
 type Service struct {
 	Spec config.Service
 	Logs *LogRing
@@ -77,54 +50,37 @@ type Service struct {
 	log     *slog.Logger
 	stdout  *logPipe
 	stderr  *logPipe
-	notify  *handoff.NotifySocket
-	held    []*handoff.Held // sockets bound at boot, kept for good
-	bindErr error           // why a socket could not be bound: the service cannot start
+	notify  *handoff.NotifySocket // nil when the service may not use one
+	held    []*handoff.Held       // sockets bound at boot, kept for good
+	bindErr error                 // why a socket could not be bound: the service cannot start
 	store   *handoff.FDStore
-	ops     sync.Mutex    // serialises Start, Stop and Restart of this service
-	poke    chan struct{} // wakes the run loop to look again (upgrade swap, new deadlines)
 
-	mu            sync.Mutex
-	cond          *sync.Cond
-	state         State
-	act           *activation
-	cur           *generation // the main process, nil when none
-	next          *generation // the new version during an upgrade
-	upgrading     bool
-	pid           int
-	cgroup        string
-	started       time.Time // of the current run
-	readyAt       time.Time
-	firstUp       time.Time // first start of this boot, for the timeline
-	firstRdy      time.Time
-	restarts      int
-	upgrades      int
-	failures      []time.Time // recent restarts, for the restart limit
-	lastExit      *system.Exit
-	lastErr       error
-	statusMsg     string // the service's own STATUS=
-	reloading     bool
-	mainPid       int       // MAINPID= as the service reported it
-	startDeadline time.Time // readiness deadline of the current run (notify)
-	stopDeadline  time.Time // SIGKILL deadline of a stop in progress
-	wdInterval    time.Duration
-	wdDeadline    time.Time
-	outcomes      int   // start attempts that ended in ready or failure
-	outcome       error // the latest attempt's result
-	runDecided    bool  // the current run's attempt has an outcome
-	// notifyDropped counts notify datagrams refused: not from the service's processes.
-	notifyDropped int
+	inputs   chan input    // everything that may change st
+	quit     chan struct{} // closed by close: the loop and whoever posts to it stop
+	loopDone chan struct{}
+	snap     atomic.Pointer[snapshot]
+	looping  bool // the loop was started (set before it runs, read-only after)
+
+	st     state      // owned by the loop
+	outbox []answered // replies to send after the next publish (loop only)
+}
+
+// snapshot is the status the loop published last; changed is closed when a newer one is out.
+type snapshot struct {
+	status  Status
+	changed chan struct{}
 }
 
 func newService(spec config.Service, e *env) (*Service, error) {
 	s := &Service{Spec: spec, Logs: newLogRing(DefaultLogLines), env: e, log: e.log.With("service", spec.Name),
-		state: Stopped, poke: make(chan struct{}, 1), wdInterval: spec.Watchdog.Duration}
-	s.cond = sync.NewCond(&s.mu)
+		inputs: make(chan input), quit: make(chan struct{}), loopDone: make(chan struct{})}
+	s.st = newState(spec)
 	var err error
-	if s.stdout, err = startLogPipe(spec.Name, "stdout", s.Logs, e.console, e.consoleMu); err != nil {
+	if s.stdout, err = startLogPipe(spec.Name, "stdout", s.Logs, e.console); err != nil {
 		return nil, err
 	}
-	if s.stderr, err = startLogPipe(spec.Name, "stderr", s.Logs, e.console, e.consoleMu); err != nil {
+	if s.stderr, err = startLogPipe(spec.Name, "stderr", s.Logs, e.console); err != nil {
+		s.stdout.close()
 		return nil, err
 	}
 	// Sockets are bound now, before any service starts: early clients wait in the backlog.
@@ -139,83 +95,116 @@ func newService(spec config.Service, e *env) (*Service, error) {
 		s.held = append(s.held, h)
 	}
 	if s.store, err = handoff.NewFDStore(spec.FDStoreMax, s.log); err != nil {
+		s.close()
 		return nil, err
 	}
-	if e.notifyDir != "" {
+	// As systemd does, only a service that may speak the protocol gets a notify socket.
+	if e.notifyDir != "" && usesNotify(spec) {
 		n, err := handoff.ListenNotify(e.notifyDir+"/"+spec.Name, 0o666)
 		if err != nil {
+			s.close()
 			return nil, err
 		}
 		s.notify = n
 		go s.readNotify()
 	}
+	s.publish()
+	s.looping = true
+	go s.loop()
 	return s, nil
 }
 
-func (s *Service) setState(st State) {
-	s.state = st
-	s.cond.Broadcast()
+func usesNotify(spec config.Service) bool {
+	return spec.Ready == config.ReadyNotify || spec.Watchdog.Duration > 0 || spec.FDStoreMax > 0
 }
 
-// wake makes the run loop re-read the service's state.
-func (s *Service) wake() {
+// post hands an input to the loop; false when the service is closed.
+func (s *Service) post(in input) bool {
 	select {
-	case s.poke <- struct{}{}:
-	default:
+	case s.inputs <- in:
+		return true
+	case <-s.quit:
+		return false
 	}
 }
 
-// recordOutcome ends a start attempt: nil when ready, else why it failed.
-func (s *Service) recordOutcome(err error) {
-	s.runDecided = true
-	s.outcomes++
-	s.outcome = err
-	s.cond.Broadcast()
+// ErrClosed is the answer of a service whose supervisor was closed.
+var ErrClosed = errors.New("supervisor closed")
+
+// request posts a command and waits for the loop's answer: at once for what the loop can
+// decide at once, or when the transition it started is over (ready, stopped, upgraded).
+func (s *Service) request(r request) reply {
+	ch := make(chan reply, 1)
+	r.reply = ch
+	if !s.post(r) {
+		return reply{err: ErrClosed}
+	}
+	select {
+	case rep := <-ch:
+		return rep
+	case <-s.loopDone:
+		return reply{err: ErrClosed}
+	}
 }
 
-func (s *Service) markReadyLocked() {
-	s.readyAt = time.Now()
-	if s.firstRdy.IsZero() {
-		s.firstRdy = s.readyAt
+// Status returns the latest snapshot. It never waits for the loop.
+func (s *Service) Status() Status {
+	st := s.snap.Load().status
+	if st.Pid != 0 {
+		st.Uptime = time.Since(st.Since).Round(time.Second).String()
 	}
-	s.setState(Running)
-	s.recordOutcome(nil)
-}
-
-// waitLocked waits on the condition variable until done holds or deadline passes, and reports
-// whether done held. s.mu must be held.
-func (s *Service) waitLocked(deadline time.Time, done func() bool) bool {
-	t := time.AfterFunc(time.Until(deadline), func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
-	defer t.Stop()
-	for !done() {
-		if !time.Now().Before(deadline) {
-			return false
-		}
-		s.cond.Wait()
-	}
-	return true
+	return st
 }
 
 // WaitUntil blocks until ok(status) holds or timeout passes, and reports whether it held.
 func (s *Service) WaitUntil(ok func(Status) bool, timeout time.Duration) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.waitLocked(time.Now().Add(timeout), func() bool { return ok(s.statusLocked()) })
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		sn := s.snap.Load()
+		if ok(sn.status) {
+			return true
+		}
+		select {
+		case <-sn.changed:
+		case <-t.C:
+			return ok(s.snap.Load().status)
+		}
+	}
 }
 
-// close releases what the service holds for good: sockets, store, notify socket.
+// publish makes the loop's current state the snapshot readers see.
+func (s *Service) publish() {
+	next := &snapshot{status: s.statusNow(), changed: make(chan struct{})}
+	if old := s.snap.Swap(next); old != nil {
+		close(old.changed)
+	}
+}
+
+// close ends the loop and releases what the service holds for good: sockets, store, notify
+// socket, log pipes. Call it after the service stopped.
 func (s *Service) close() error {
+	select {
+	case <-s.quit:
+		return nil
+	default:
+	}
+	close(s.quit)
+	if s.looping {
+		<-s.loopDone
+	}
 	var errs []error
 	if s.notify != nil {
 		errs = append(errs, s.notify.Close())
 	}
-	s.store.Close()
+	if s.store != nil {
+		s.store.Close()
+	}
 	for _, h := range s.held {
 		errs = append(errs, h.Close())
 	}
+	// The readers end at EOF, once no process of the service holds the write ends either.
+	s.stdout.close()
+	s.stderr.close()
 	return errors.Join(errs...)
 }

@@ -21,12 +21,15 @@ type Status struct {
 	Restart  string    `json:"restart"`
 	Cgroup   string    `json:"cgroup,omitempty"`
 	// NotifyDropped counts notify datagrams from processes outside the service.
-	NotifyDropped int       `json:"notify_dropped,omitempty"`
-	StartedAt     time.Time `json:"started_at,omitzero"` // first start this boot
-	ReadyAt       time.Time `json:"ready_at,omitzero"`   // first ready this boot
-	Upgrades      int       `json:"upgrades,omitempty"`
-	MainPid       int       `json:"main_pid,omitempty"` // MAINPID= as the service reported it
-	Reloading     bool      `json:"reloading,omitempty"`
+	NotifyDropped int `json:"notify_dropped,omitempty"`
+	// NotifyLate counts datagrams from a generation that was ending (the old version of an
+	// upgrade, a service being stopped): accepted, not forged.
+	NotifyLate int       `json:"notify_late,omitempty"`
+	StartedAt  time.Time `json:"started_at,omitzero"` // first start this boot
+	ReadyAt    time.Time `json:"ready_at,omitzero"`   // first ready this boot
+	Upgrades   int       `json:"upgrades,omitempty"`
+	MainPid    int       `json:"main_pid,omitempty"` // MAINPID= as the service reported it
+	Reloading  bool      `json:"reloading,omitempty"`
 	// Sockets are the sockets baton holds for the service; Stored its fd store.
 	Sockets []SocketStatus     `json:"sockets,omitempty"`
 	Stored  []handoff.StoredFD `json:"stored,omitempty"`
@@ -48,35 +51,48 @@ type GenerationStatus struct {
 	Ready bool      `json:"ready"`
 }
 
-// Status returns a snapshot.
-func (s *Service) Status() Status {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.statusLocked()
+// state is what status shows: a running service that said STOPPING=1 is stopping.
+func (s *Service) state() State {
+	if s.st.phase == pRunning && s.st.selfStopping {
+		return Stopping
+	}
+	return phaseState[s.st.phase]
 }
 
-func (s *Service) statusLocked() Status {
-	st := Status{Name: s.Spec.Name, State: s.state, Pid: s.pid, Restarts: s.restarts, Status: s.statusMsg,
-		Ready: s.Spec.Ready, Restart: s.Spec.Restart, Cgroup: s.cgroup, StartedAt: s.firstUp, ReadyAt: s.firstRdy, NotifyDropped: s.notifyDropped}
-	if s.pid != 0 {
-		st.Since = s.started
-		st.Uptime = time.Since(s.started).Round(time.Second).String()
+// statusNow is the loop's view, for publish; Uptime is filled in by Status.
+func (s *Service) statusNow() Status {
+	st := Status{Name: s.Spec.Name, State: s.state(), Restarts: s.st.restarts, Status: s.st.statusMsg,
+		Ready: s.Spec.Ready, Restart: s.Spec.Restart, Cgroup: s.st.cgroup, StartedAt: s.st.firstUp,
+		ReadyAt: s.st.firstRdy, NotifyDropped: s.st.notifyDropped, NotifyLate: s.st.notifyLate,
+		Upgrades: s.st.upgrades, MainPid: s.st.mainPid, Reloading: s.st.reloading}
+	if g := s.st.cur; g != nil {
+		st.Pid, st.Since = g.pid, g.started
 	}
-	if s.lastExit != nil {
-		st.LastExit = s.lastExit.String()
+	if s.st.lastExit != nil {
+		st.LastExit = s.st.lastExit.String()
 	}
-	if s.lastErr != nil {
-		st.Error = s.lastErr.Error()
+	if s.st.lastErr != nil {
+		st.Error = s.st.lastErr.Error()
 	}
-	st.Upgrades, st.MainPid, st.Reloading = s.upgrades, s.mainPid, s.reloading
 	for _, h := range s.held {
 		st.Sockets = append(st.Sockets, SocketStatus{Name: h.Spec.Name, Listen: h.Spec.Listen})
 	}
-	st.Stored = s.store.List()
-	if s.next != nil && s.cur != nil {
-		st.Generations = []GenerationStatus{
-			{Role: "old", Pid: s.cur.pid, Since: s.cur.started, Ready: true},
-			{Role: "new", Pid: s.next.pid, Since: s.next.started, Ready: s.next.ready},
+	if s.store != nil {
+		st.Stored = s.store.List()
+	}
+	if up := s.st.up; up != nil {
+		old, nw, ready := s.st.cur, up.new, false
+		if up.new == nil { // swapped: the new version is the main one now
+			old, nw, ready = up.old, s.st.cur, true
+		}
+		for _, x := range []struct {
+			role  string
+			g     *generation
+			ready bool
+		}{{"old", old, true}, {"new", nw, ready}} {
+			if x.g != nil {
+				st.Generations = append(st.Generations, GenerationStatus{Role: x.role, Pid: x.g.pid, Since: x.g.started, Ready: x.ready})
+			}
 		}
 	}
 	return st

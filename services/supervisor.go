@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/baton-init/baton/config"
@@ -31,11 +30,15 @@ type Supervisor struct {
 	log      *slog.Logger
 	services []*Service // in start order
 	byName   map[string]*Service
+	console  *console
 }
 
 // New prepares the services of cfg, in dependency order.
 func New(cfg *config.Config, o Options) (*Supervisor, error) {
-	e := &env{log: o.Log, reaper: o.Reaper, console: o.Console, consoleMu: &sync.Mutex{}, cgroups: o.Cgroups, shim: o.Shim}
+	e := &env{log: o.Log, reaper: o.Reaper, cgroups: o.Cgroups, shim: o.Shim}
+	if o.Console != nil {
+		e.console = newConsole(o.Console, o.Log)
+	}
 	if e.shim == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -49,10 +52,11 @@ func New(cfg *config.Config, o Options) (*Supervisor, error) {
 			return nil, fmt.Errorf("notify socket directory: %w", err)
 		}
 	}
-	sv := &Supervisor{log: o.Log, byName: map[string]*Service{}}
+	sv := &Supervisor{log: o.Log, byName: map[string]*Service{}, console: e.console}
 	for _, spec := range cfg.StartOrder() {
 		s, err := newService(spec, e)
 		if err != nil {
+			sv.Close()
 			return nil, err
 		}
 		sv.services = append(sv.services, s)
@@ -76,11 +80,9 @@ func (sv *Supervisor) StartAll() []StartReport {
 		start := time.Now()
 		err := sv.requiresUp(s)
 		if err == nil {
-			s.ops.Lock()
-			err = s.start()
-			s.ops.Unlock()
+			err = s.request(request{op: opStart}).err
 		} else {
-			s.fail(err)
+			s.request(request{op: opFail, err: err})
 		}
 		out = append(out, StartReport{Name: s.Spec.Name, Took: time.Since(start), Err: err})
 	}
@@ -96,15 +98,6 @@ func (sv *Supervisor) requiresUp(s *Service) error {
 	return nil
 }
 
-// fail marks a service that was not started because of something outside it.
-func (s *Service) fail(err error) {
-	s.mu.Lock()
-	s.lastErr = err
-	s.setState(Failed)
-	s.mu.Unlock()
-	s.log.Error("not started", "err", err)
-}
-
 // Start starts a service and, first, the services it requires. It returns when the service is
 // ready, or with why it is not.
 func (sv *Supervisor) Start(name string) error {
@@ -117,9 +110,7 @@ func (sv *Supervisor) Start(name string) error {
 			return fmt.Errorf("start %s: required %s: %w", name, r, err)
 		}
 	}
-	s.ops.Lock()
-	defer s.ops.Unlock()
-	return s.start()
+	return s.request(request{op: opStart}).err
 }
 
 // Stop stops a service and, first, the services that require it. It reports the services
@@ -139,16 +130,12 @@ func (sv *Supervisor) Stop(name string) ([]string, error) {
 			}
 		}
 	}
-	s.ops.Lock()
-	defer s.ops.Unlock()
-	if s.stop() {
+	// An explicit stop flushes the fd store; crashes, restarts and upgrades keep it.
+	rep := s.request(request{op: opStop, flush: true})
+	if rep.killed {
 		killed = append(killed, name)
 	}
-	// An explicit stop flushes the fd store; crashes, restarts and upgrades keep it.
-	if n := s.store.Clear(); n > 0 {
-		s.log.Info("fd store flushed", "count", n)
-	}
-	return killed, nil
+	return killed, rep.err
 }
 
 // Restart stops and starts a service, and returns when it is ready again.
@@ -157,10 +144,7 @@ func (sv *Supervisor) Restart(name string) error {
 	if !ok {
 		return unknown(name)
 	}
-	s.ops.Lock()
-	defer s.ops.Unlock()
-	s.stop()
-	return s.start()
+	return s.request(request{op: opRestart}).err
 }
 
 // StopAll stops the services in reverse start order and returns the names of those that had to
@@ -168,31 +152,33 @@ func (sv *Supervisor) Restart(name string) error {
 func (sv *Supervisor) StopAll() (killed []string) {
 	for i := len(sv.services) - 1; i >= 0; i-- {
 		s := sv.services[i]
-		s.ops.Lock()
-		if s.stop() {
+		if s.request(request{op: opStop}).killed {
 			killed = append(killed, s.Spec.Name)
 		}
-		s.ops.Unlock()
 	}
 	return killed
 }
 
-// Upgrade replaces a running service with a new version on the same sockets (see
-// Service.Upgrade).
+// Upgrade replaces a running service with a new version on the same sockets (see upgrade.go).
+// execPath "" keeps the binary.
 func (sv *Supervisor) Upgrade(name, execPath string) (UpgradeReport, error) {
 	s, ok := sv.byName[name]
 	if !ok {
 		return UpgradeReport{}, unknown(name)
 	}
-	return s.Upgrade(execPath)
+	rep := s.request(request{op: opUpgrade, exec: execPath})
+	return rep.upgrade, rep.err
 }
 
-// Close releases what the supervisor holds (sockets, fd stores, notify sockets); call it after
-// StopAll.
+// Close releases what the supervisor holds (sockets, fd stores, notify sockets, log pipes) and
+// ends the services' loops; call it after StopAll.
 func (sv *Supervisor) Close() error {
 	var errs []error
 	for _, s := range sv.services {
 		errs = append(errs, s.close())
+	}
+	if sv.console != nil {
+		sv.console.close()
 	}
 	return errors.Join(errs...)
 }

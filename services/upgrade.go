@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/system"
 )
 
 // UpgradeReport says how an upgrade went.
@@ -22,102 +25,60 @@ type UpgradeReport struct {
 // ErrUpgradeInProgress refuses a second upgrade of the same service.
 var ErrUpgradeInProgress = errors.New("an upgrade is already in progress")
 
-// Upgrade replaces the running program with a new version without closing its sockets: the
-// new version starts on the same held sockets and fd store, the old one keeps accepting until
-// the new one is ready, then gets its stop signal. Both accept on the same socket meanwhile,
-// so the kernel's accept queue is never closed. If the new version exits or is not ready within
-// upgrade_timeout, it is killed and the old one keeps serving. execPath "" keeps the binary.
-func (s *Service) Upgrade(execPath string) (UpgradeReport, error) {
-	if execPath == "" {
-		execPath = s.Spec.Exec[0]
-	}
-	rep := UpgradeReport{Exec: execPath}
-	id, idErr := lookupIdentity(s.Spec)
-	s.mu.Lock()
-	if s.upgrading {
-		newPid := 0
-		if s.next != nil {
-			newPid = s.next.pid
-		}
-		s.mu.Unlock()
-		return rep, fmt.Errorf("%s: %w (new version pid %d)", s.Spec.Name, ErrUpgradeInProgress, newPid)
-	}
-	act, old := s.act, s.cur
-	if act == nil || act.stopReq || old == nil || s.state != Running {
-		st := s.state
-		s.mu.Unlock()
-		return rep, fmt.Errorf("%s is %s, not running: start it instead of upgrading", s.Spec.Name, st)
-	}
-	// The channel live connections move through: the old version's end goes to it over its
-	// control channel once the new version is ready.
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		s.mu.Unlock()
-		return rep, fmt.Errorf("upgrade %s: handoff channel: %w", s.Spec.Name, err)
-	}
-	oldEnd := pair[0]
-	defer closeFd(&oldEnd)
-	gen, err := s.spawnLocked(id, idErr, execPath, pair[1])
-	unix.Close(pair[1])
-	if err != nil {
-		s.mu.Unlock()
-		return rep, fmt.Errorf("upgrade %s: %w", s.Spec.Name, err)
-	}
-	s.upgrading, s.next = true, gen
-	if s.Spec.Ready != "notify" {
-		gen.ready = true
-	}
-	rep.OldPid, rep.NewPid = old.pid, gen.pid
-	s.cond.Broadcast()
-	deadline := gen.started.Add(s.Spec.UpgradeTimeout.Duration)
-	s.waitLocked(deadline, func() bool { return gen.ready || gen.ended() || act.stopReq })
-	if !gen.ready || gen.ended() || act.stopReq {
-		reason := fmt.Sprintf("not ready within upgrade_timeout %s", s.Spec.UpgradeTimeout)
-		switch {
-		case gen.ended():
-			reason = fmt.Sprintf("it %s before READY=1", gen.exit)
-		case act.stopReq:
-			reason = "the service is being stopped"
-		}
-		s.mu.Unlock()
-		s.killGroup(gen.pid)
-		<-gen.done
-		closeFd(&gen.ctl)
-		s.mu.Lock()
-		s.next, s.upgrading = nil, false
-		s.cond.Broadcast()
-		s.mu.Unlock()
-		s.wake()
-		s.log.Error("upgrade failed; the old version keeps serving", "new_pid", gen.pid, "reason", reason)
-		return rep, fmt.Errorf("upgrade %s: new version (pid %d) killed: %s; old version (pid %d) still serving",
-			s.Spec.Name, gen.pid, reason, old.pid)
-	}
-	rep.ReadyAfter = time.Since(gen.started)
-	// Swap: the new version is the service from now on; the run loop follows it.
-	s.cur, s.pid, s.started = gen, gen.pid, gen.started
-	s.readyAt, s.mainPid, s.statusMsg = time.Now(), 0, ""
-	s.upgrades++
-	s.armWatchdogLocked()
-	s.cond.Broadcast()
-	s.mu.Unlock()
-	s.wake()
-	s.log.Info("upgrade: new version ready; stopping the old one", "old_pid", old.pid, "new_pid", gen.pid, "ready_after", rep.ReadyAfter.Round(time.Millisecond))
+// An upgrade replaces the running program with a new version without closing its sockets: the
+// new version starts on the same held sockets and fd store while the old one keeps accepting;
+// once the new one is ready it becomes the service, the old one is offered the handoff channel
+// (live connections move through it) and then gets its stop signal. Both accept on the same
+// socket meanwhile, so the kernel's accept queue is never closed. If the new version exits or
+// is not ready within upgrade_timeout, it is killed and the old one keeps serving.
+type upgrade struct {
+	step     upStep
+	new      *generation // until it is ready and becomes the main generation
+	old      *generation // from then on, until it is reaped
+	oldEnd   int         // baton's end of the handoff channel, until offered to the old version
+	deadline time.Time   // of the step: ready, handoff acknowledged, drained
+	drainAt  time.Time
+	reason   string       // why the new version is being killed
+	oldExit  *system.Exit // the old version ended before the new one was ready
+	rep      UpgradeReport
+	reply    chan<- reply
+}
 
-	drain := time.Now()
-	if !old.ended() {
-		rep.Handoff = offerHandoff(old.ctl, oldEnd)
-		closeFd(&oldEnd)
-		rep.Killed = s.terminate(old)
+type upStep int
+
+const (
+	uWaitReady upStep = iota // new version started; old serving
+	uOffered                 // new version is the service; handoff offered to the old one
+	uDraining                // old version has its stop signal
+	uAborting                // new version killed; waiting for it to be reaped
+	nUpSteps
+)
+
+type upEvent int
+
+const (
+	uReady   upEvent = iota // READY=1 from the new version
+	uNewExit                // the new version ended (before it was ready)
+	uOldExit                // the old version ended (after the swap)
+	uAck                    // the old version answered the handoff offer
+	uTimeout                // the step's deadline passed
+	uStop                   // the service is being stopped
+	nUpEvents
+)
+
+// upTable is the upgrade's sub-state machine: step × event. Empty cells: nothing to do (a stop
+// after the swap signals the old version with every other generation).
+var upTable = [nUpSteps][nUpEvents]func(*Service){
+	uWaitReady: {uReady: swapIn, uNewExit: newEndedEarly, uTimeout: abortNotReady, uStop: abortForStop},
+	uOffered:   {uOldExit: upgradeDone, uAck: drainOld, uTimeout: drainOld},
+	uDraining:  {uOldExit: upgradeDone, uTimeout: killOld},
+	uAborting:  {uNewExit: upgradeFailed},
+}
+
+func (s *Service) upgradeEvent(ev upEvent) {
+	if a := upTable[s.st.up.step][ev]; a != nil {
+		a(s)
 	}
-	closeFd(&old.ctl)
-	rep.Drained = time.Since(drain)
-	s.mu.Lock()
-	s.next, s.upgrading = nil, false
-	s.cond.Broadcast()
-	s.mu.Unlock()
-	s.wake()
-	s.log.Info("upgrade done", "new_pid", gen.pid, "drained", rep.Drained.Round(time.Millisecond), "handoff", rep.Handoff)
-	return rep, nil
 }
 
 // Handoff protocol on the control channel (SOCK_SEQPACKET): baton sends "HANDOFF" with the old
@@ -129,20 +90,153 @@ const (
 	ackTimeout = time.Second
 )
 
-// offerHandoff gives the old version its end of the handoff channel and reports whether it
-// acknowledged (a program without the client library never does; that is not an error).
-func offerHandoff(ctl, end int) bool {
-	if ctl < 0 {
-		return false
+func beginUpgrade(s *Service, req request) {
+	execPath := req.exec
+	if execPath == "" {
+		execPath = s.Spec.Exec[0]
 	}
-	if err := unix.Sendmsg(ctl, []byte(ctlHandoff), unix.UnixRights(end), nil, unix.MSG_NOSIGNAL); err != nil {
-		return false
+	rep := UpgradeReport{Exec: execPath}
+	if up := s.st.up; up != nil {
+		pid := up.rep.NewPid
+		s.answer(req.reply, reply{err: fmt.Errorf("%s: %w (new version pid %d)", s.Spec.Name, ErrUpgradeInProgress, pid), upgrade: rep})
+		return
 	}
+	if s.st.selfStopping {
+		s.answer(req.reply, reply{err: fmt.Errorf("%s is stopping (STOPPING=1), not running: start it instead of upgrading", s.Spec.Name), upgrade: rep})
+		return
+	}
+	// The channel live connections move through: the old version's end goes to it over its
+	// control channel once the new version is ready.
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		s.answer(req.reply, reply{err: fmt.Errorf("upgrade %s: handoff channel: %w", s.Spec.Name, err), upgrade: rep})
+		return
+	}
+	g, err := s.spawn(execPath, pair[1])
+	unix.Close(pair[1])
+	if err != nil {
+		unix.Close(pair[0])
+		s.answer(req.reply, reply{err: fmt.Errorf("upgrade %s: %w", s.Spec.Name, err), upgrade: rep})
+		return
+	}
+	rep.OldPid, rep.NewPid = s.st.cur.pid, g.pid
+	s.st.up = &upgrade{step: uWaitReady, new: g, oldEnd: pair[0], rep: rep, reply: req.reply,
+		deadline: g.started.Add(s.Spec.UpgradeTimeout.Duration)}
+	s.log.Info("upgrade: new version started", "old_pid", rep.OldPid, "new_pid", g.pid, "exec", execPath)
+	if s.Spec.Ready != config.ReadyNotify {
+		swapIn(s)
+	}
+}
+
+// swapIn makes the ready new version the service, and offers the old one the handoff.
+func swapIn(s *Service) {
+	up := s.st.up
+	g, old := up.new, s.st.cur
+	up.rep.ReadyAfter = time.Since(g.started)
+	up.new, up.old = nil, old
+	s.st.cur, s.st.started, s.st.readyAt = g, g.started, time.Now()
+	s.st.mainPid, s.st.statusMsg, s.st.reloading = 0, "", false
+	s.st.upgrades++
+	s.st.phase = pRunning // also when the old version ended meanwhile (pStarting)
+	s.armWatchdog()
+	if old == nil {
+		s.log.Info("upgrade: new version ready; the old one had ended", "new_pid", g.pid)
+		closeFd(&up.oldEnd)
+		upgradeDone(s)
+		return
+	}
+	s.log.Info("upgrade: new version ready; stopping the old one", "old_pid", old.pid, "new_pid", g.pid,
+		"ready_after", up.rep.ReadyAfter.Round(time.Millisecond))
+	up.drainAt = time.Now()
+	err := unix.Sendmsg(old.ctl, []byte(ctlHandoff), unix.UnixRights(up.oldEnd), nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+	closeFd(&up.oldEnd)
+	if err != nil {
+		drainOld(s)
+		return
+	}
+	ctl, err := unix.FcntlInt(uintptr(old.ctl), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		drainOld(s)
+		return
+	}
+	up.step, up.deadline = uOffered, time.Now().Add(ackTimeout)
+	go s.awaitAck(old, ctl)
+}
+
+// awaitAck waits (outside the loop, on its own copy of the control channel) for the old
+// version to acknowledge the offer; a program without the client library never does.
+func (s *Service) awaitAck(g *generation, ctl int) {
+	defer system.Recover(s.log, "upgrade ack "+s.Spec.Name)
+	defer unix.Close(ctl)
+	ok := false
 	pfd := []unix.PollFd{{Fd: int32(ctl), Events: unix.POLLIN}}
-	if n, err := unix.Poll(pfd, int(ackTimeout.Milliseconds())); err != nil || n == 0 {
-		return false
+	if n, err := unix.Poll(pfd, int(ackTimeout.Milliseconds())); err == nil && n > 0 {
+		buf := make([]byte, 16)
+		n, _, err := unix.Recvfrom(ctl, buf, unix.MSG_DONTWAIT)
+		ok = err == nil && string(buf[:n]) == ctlAck
 	}
-	buf := make([]byte, 16)
-	n, _, err := unix.Recvfrom(ctl, buf, unix.MSG_DONTWAIT)
-	return err == nil && string(buf[:n]) == ctlAck
+	s.post(acked{gen: g, ok: ok})
+}
+
+func drainOld(s *Service) {
+	up := s.st.up
+	sig, _ := config.SignalByName(s.Spec.StopSignal)
+	s.signalTree(up.old, sig, false)
+	up.step, up.deadline, up.drainAt = uDraining, time.Now().Add(s.Spec.StopTimeout.Duration), time.Now()
+}
+
+func killOld(s *Service) {
+	up := s.st.up
+	s.log.Warn("upgrade: old version did not stop in time; killing it", "pid", up.old.pid, "stop_timeout", s.Spec.StopTimeout)
+	killGroup(up.old)
+	up.rep.Killed = true
+}
+
+func upgradeDone(s *Service) {
+	up := s.st.up
+	if !up.drainAt.IsZero() {
+		up.rep.Drained = time.Since(up.drainAt)
+	}
+	s.st.up = nil
+	s.log.Info("upgrade done", "new_pid", up.rep.NewPid, "drained", up.rep.Drained.Round(time.Millisecond), "handoff", up.rep.Handoff)
+	s.answer(up.reply, reply{upgrade: up.rep})
+}
+
+func newEndedEarly(s *Service) {
+	s.st.up.reason = fmt.Sprintf("it %s before READY=1", s.st.up.new.exit)
+	upgradeFailed(s)
+}
+
+func abortNotReady(s *Service) {
+	s.abortUpgrade(fmt.Sprintf("not ready within upgrade_timeout %s", s.Spec.UpgradeTimeout))
+}
+
+func abortForStop(s *Service) { s.abortUpgrade("the service is being stopped") }
+
+func (s *Service) abortUpgrade(reason string) {
+	up := s.st.up
+	up.reason, up.step, up.deadline = reason, uAborting, time.Time{}
+	killGroup(up.new)
+}
+
+// upgradeFailed answers once the new version is gone. If the old version ended meanwhile,
+// its exit now goes through the restart policy, as it would have without the upgrade.
+func upgradeFailed(s *Service) {
+	up := s.st.up
+	s.st.up = nil
+	closeFd(&up.oldEnd)
+	serving := fmt.Sprintf("old version (pid %d) still serving", up.rep.OldPid)
+	if up.oldExit != nil {
+		serving = fmt.Sprintf("old version (pid %d) %s meanwhile", up.rep.OldPid, up.oldExit)
+	}
+	s.log.Error("upgrade failed", "new_pid", up.rep.NewPid, "reason", up.reason, "old", serving)
+	s.answer(up.reply, reply{upgrade: up.rep, err: fmt.Errorf("upgrade %s: new version (pid %d) killed: %s; %s",
+		s.Spec.Name, up.rep.NewPid, up.reason, serving)})
+	if up.oldExit != nil && s.st.phase == pStarting && s.st.cur == nil {
+		failed := !up.oldExit.Success()
+		if failed {
+			s.st.lastErr = fmt.Errorf("%s", up.oldExit)
+		}
+		s.restartOrEnd(failed)
+	}
 }

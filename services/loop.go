@@ -1,0 +1,196 @@
+package services
+
+import (
+	"fmt"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/baton-init/baton/system"
+)
+
+// testHook, when set by a test, runs in the loop before each input is handled: a test can
+// hold the loop to force an interleaving, or panic to check the recovery.
+var testHook atomic.Pointer[func(s *Service, in input)]
+
+// loop owns the service's state: it takes one input at a time, or the one timer set to the
+// phase's nearest deadline, decides, and publishes the new status. It never waits on anything
+// else, so status and logs answer while a start, a stop or an upgrade is under way.
+func (s *Service) loop() {
+	defer close(s.loopDone)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		var fire <-chan time.Time
+		if d := s.nextDeadline(); !d.IsZero() {
+			timer.Reset(time.Until(d))
+			fire = timer.C
+		}
+		select {
+		case in := <-s.inputs:
+			s.safely(func() { s.handle(in) })
+		case now := <-fire:
+			s.safely(func() { s.deadlinesPassed(now) })
+		case <-s.quit:
+			timer.Stop()
+			return
+		}
+		timer.Stop()
+		s.safely(s.settle)
+		s.safely(s.publish)
+		s.sendAnswers()
+	}
+}
+
+func (s *Service) handle(in input) {
+	if h := testHook.Load(); h != nil {
+		(*h)(s, in)
+	}
+	switch in := in.(type) {
+	case request:
+		s.dispatch(opEvent[in.op], in)
+	case exited:
+		s.reaped(in.gen, in.exit)
+	case notified:
+		s.onNotify(in)
+	case acked:
+		if up := s.st.up; up != nil && up.step == uOffered && up.old == in.gen {
+			up.rep.Handoff = in.ok
+			s.upgradeEvent(uAck)
+		}
+	}
+}
+
+var opEvent = [...]event{opStart: eStart, opStop: eStop, opRestart: eRestart, opUpgrade: eUpgrade, opFail: eFail}
+
+// reaped is the end of a generation's main process, whichever it was: what it left in its
+// process group is killed (and, once no generation is left, what is left in the cgroup), so a
+// restart starts clean; then the table (main generation) or the upgrade decides.
+func (s *Service) reaped(g *generation, exit system.Exit) {
+	g.exit, g.ended = exit, true
+	for i, x := range s.st.gens {
+		if x == g {
+			s.st.gens = append(s.st.gens[:i], s.st.gens[i+1:]...)
+			break
+		}
+	}
+	killGroup(g)
+	closeFd(&g.ctl)
+	if len(s.st.gens) == 0 {
+		s.killCgroup()
+	}
+	switch up := s.st.up; {
+	case g == s.st.cur:
+		s.dispatch(eExit, request{})
+	case up != nil && g == up.new:
+		s.upgradeEvent(uNewExit)
+	case up != nil && g == up.old:
+		s.upgradeEvent(uOldExit)
+	}
+}
+
+// settle closes a stop once every generation is gone, and starts again if asked meanwhile.
+func (s *Service) settle() {
+	if s.st.phase != pStopping || len(s.st.gens) > 0 {
+		return
+	}
+	s.st.phase, s.st.stopDeadline = pDown, time.Time{}
+	if err := s.st.failAfterStop; err != nil {
+		s.st.phase, s.st.lastErr, s.st.failAfterStop = pFailed, err, nil
+	}
+	if s.st.killed {
+		s.log.Warn("stopped; it had to be killed")
+	} else {
+		s.log.Info("stopped")
+	}
+	if s.st.flushStore {
+		s.flushStore()
+		s.st.flushStore = false
+	}
+	for _, w := range s.st.stopWaiters {
+		s.answer(w, reply{killed: s.st.killed})
+	}
+	s.st.stopWaiters = nil
+	if s.st.startAfter {
+		s.st.startAfter = false
+		s.st.failures, s.st.backoff = nil, s.Spec.RestartDelay.Duration
+		s.run()
+	}
+}
+
+// nextDeadline is when the loop must look again without an input; zero for never.
+func (s *Service) nextDeadline() time.Time {
+	var d time.Time
+	switch s.st.phase {
+	case pBackoff:
+		d = s.st.restartAt
+	case pStarting:
+		d = s.st.startDeadline
+	case pRunning:
+		d = s.st.wdDeadline
+	case pStopping:
+		d = s.st.stopDeadline
+	}
+	if up := s.st.up; up != nil && !up.deadline.IsZero() && (d.IsZero() || up.deadline.Before(d)) {
+		d = up.deadline
+	}
+	return d
+}
+
+func (s *Service) deadlinesPassed(now time.Time) {
+	due := func(t time.Time) bool { return !t.IsZero() && !now.Before(t) }
+	switch {
+	case s.st.phase == pBackoff && due(s.st.restartAt):
+		s.dispatch(eBackoffDone, request{})
+	case s.st.phase == pStarting && due(s.st.startDeadline):
+		s.dispatch(eStartTimeout, request{})
+	case s.st.phase == pRunning && due(s.st.wdDeadline):
+		s.dispatch(eWatchdog, request{})
+	case s.st.phase == pStopping && due(s.st.stopDeadline):
+		s.dispatch(eStopTimeout, request{})
+	}
+	if up := s.st.up; up != nil && due(up.deadline) {
+		up.deadline = time.Time{}
+		s.upgradeEvent(uTimeout)
+	}
+}
+
+// safely runs one step of the loop. A panic is a bug in baton, not in the service: it is
+// logged with its stack (console and kernel log), the service is marked failed with its
+// processes killed, everyone waiting is answered, and the loop goes on answering.
+func (s *Service) safely(step func()) {
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		s.log.Error("recovered from panic in the service's loop; marking it failed", "panic", fmt.Sprint(p),
+			"stack", string(debug.Stack()), system.KmsgKey, true)
+		func() {
+			defer func() { _ = recover() }() // the recovery itself must not take the loop down
+			s.afterPanic(fmt.Errorf("internal error in baton (panic: %v); initctl start %s to try again", p, s.Spec.Name))
+		}()
+	}()
+	step()
+}
+
+func (s *Service) afterPanic(err error) {
+	for _, g := range s.st.gens {
+		killGroup(g)
+	}
+	s.killCgroup()
+	if up := s.st.up; up != nil {
+		closeFd(&up.oldEnd)
+		s.answer(up.reply, reply{err: err, upgrade: up.rep})
+		s.st.up = nil
+	}
+	s.outcome(err)
+	for _, w := range s.st.stopWaiters {
+		s.answer(w, reply{err: err})
+	}
+	s.st.stopWaiters, s.st.startAfter = nil, false
+	s.st.cur, s.st.lastErr, s.st.phase = nil, err, pFailed
+	if len(s.st.gens) > 0 { // stopping until the killed processes are reaped, then failed
+		s.st.phase, s.st.failAfterStop, s.st.stopDeadline, s.st.killed = pStopping, err, time.Time{}, true
+	}
+}

@@ -1,0 +1,157 @@
+package services
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/system"
+)
+
+// spawn starts one process of the service: execPath with the service's arguments, exactly
+// these fds — 0 /dev/null, 1 and 2 its log pipes, its held sockets and stored fds from 3 on
+// (listen-fd protocol), the control channel, and, for an upgrade, the receiving end of the
+// handoff channel — and a goroutine that posts its exit to the loop.
+func (s *Service) spawn(execPath string, handoffFd int) (*generation, error) {
+	id, err := lookupIdentity(s.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", s.Spec.Name, err)
+	}
+	if s.bindErr != nil {
+		return nil, fmt.Errorf("start %s: %w", s.Spec.Name, s.bindErr)
+	}
+	if err := unix.Access(execPath, unix.X_OK); err != nil {
+		return nil, fmt.Errorf("start %s: %w", execPath, err)
+	}
+	stored := s.store.Files() // copies, ours to close once the child has its own
+	defer func() {
+		for _, f := range stored {
+			unix.Close(f.Fd)
+		}
+	}()
+	passed := make([]handoff.NamedFile, 0, len(s.held)+len(stored))
+	for _, h := range s.held {
+		passed = append(passed, handoff.NamedFile{Name: h.Spec.Name, Fd: h.Fd})
+	}
+	passed = append(passed, stored...)
+
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=" + id.home, "USER=" + id.name, "LOGNAME=" + id.name}
+	if s.notify != nil {
+		env = append(env, "NOTIFY_SOCKET="+s.notify.Path)
+	}
+	env = append(env, s.Spec.Env...)
+	env = append(env, handoff.PassEnv(passed)...)
+
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", s.Spec.Name, err)
+	}
+	defer devnull.Close()
+	fds := []uintptr{devnull.Fd(), s.stdout.w.Fd(), s.stderr.w.Fd()}
+	for _, f := range passed {
+		fds = append(fds, uintptr(f.Fd))
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: control channel: %w", s.Spec.Name, err)
+	}
+	defer unix.Close(pair[1])
+	env = append(env, handoff.EnvCtlFD+"="+strconv.Itoa(len(fds)))
+	fds = append(fds, uintptr(pair[1]))
+	if handoffFd >= 0 {
+		env = append(env, handoff.EnvHandoffFD+"="+strconv.Itoa(len(fds)))
+		fds = append(fds, uintptr(handoffFd))
+	}
+
+	path, argv := execPath, append([]string{execPath}, s.Spec.Exec[1:]...)
+	if len(passed) > 0 || s.st.wdInterval > 0 {
+		// LISTEN_PID must be the service's own pid: the shim sets it, then execs the service.
+		path, argv = s.env.shim, append([]string{"baton-exec"}, argv...)
+		if len(passed) > 0 {
+			env = append(env, "LISTEN_PID=0")
+		}
+	}
+	if s.st.wdInterval > 0 {
+		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(s.st.wdInterval.Microseconds(), 10), "WATCHDOG_PID=0")
+	}
+	attr := &syscall.ProcAttr{Dir: s.Spec.Dir, Env: env, Files: fds,
+		// A session of its own (so a process group of its own, and no controlling terminal):
+		// a stop reaches the children it started too.
+		Sys: &syscall.SysProcAttr{Setsid: true, Credential: id.cred}}
+	if attr.Dir == "" {
+		attr.Dir = "/"
+	}
+	if s.env.cgroups != nil {
+		dir, f, err := s.env.cgroups.prepare(s.Spec)
+		if err != nil {
+			unix.Close(pair[0])
+			return nil, err
+		}
+		defer f.Close()
+		s.st.cgroup = dir
+		attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = true, int(f.Fd())
+	}
+	exits, pid, err := s.env.reaper.StartFunc(func() (int, error) { return syscall.ForkExec(path, argv, attr) })
+	if err != nil {
+		unix.Close(pair[0])
+		return nil, fmt.Errorf("start %s: %w", execPath, err)
+	}
+	g := &generation{pid: pid, started: time.Now(), ctl: pair[0]}
+	s.st.gens = append(s.st.gens, g)
+	if s.st.firstUp.IsZero() {
+		s.st.firstUp = g.started
+	}
+	go func() {
+		defer system.Recover(s.log, "exit watcher "+s.Spec.Name)
+		s.post(exited{gen: g, exit: <-exits})
+	}()
+	return g, nil
+}
+
+// signalTree sends sig to a generation's process group and, when all of the service is meant
+// (a stop, not an upgrade's drain), to everything in its cgroup, which also holds processes
+// that left the group.
+func (s *Service) signalTree(g *generation, sig unix.Signal, cgroupToo bool) {
+	if err := unix.Kill(-g.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		s.log.Warn("signal failed", "pid", g.pid, "signal", unix.SignalName(sig), "err", err)
+	}
+	_ = unix.Kill(-g.pid, unix.SIGCONT) // a stopped process cannot act on the signal
+	if s.st.cgroup != "" && cgroupToo {
+		for _, p := range cgroupProcs(s.st.cgroup) {
+			_ = unix.Kill(p, sig)
+			_ = unix.Kill(p, unix.SIGCONT)
+		}
+	}
+}
+
+// killGroup SIGKILLs a generation's process group.
+func killGroup(g *generation) { _ = unix.Kill(-g.pid, unix.SIGKILL) }
+
+// killCgroup SIGKILLs everything in the service's cgroup: only when all of it must go.
+func (s *Service) killCgroup() {
+	dir := s.st.cgroup
+	if dir == "" {
+		return
+	}
+	if err := cgroupKill(dir); err != nil && len(cgroupProcs(dir)) > 0 {
+		s.log.Warn("cgroup.kill failed", "cgroup", dir, "err", err)
+	}
+}
+
+func closeFd(fd *int) {
+	if *fd >= 0 {
+		unix.Close(*fd)
+		*fd = -1
+	}
+}
+
+// ErrUnknown is returned for a service name that is not configured.
+var ErrUnknown = errors.New("unknown service")
+
+func unknown(name string) error { return fmt.Errorf("%w %q", ErrUnknown, name) }

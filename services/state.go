@@ -1,0 +1,147 @@
+package services
+
+import (
+	"time"
+
+	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/system"
+)
+
+// phase is where the loop has the service; shown as a State.
+type phase int
+
+const (
+	pDown     phase = iota // nothing runs, nothing is wanted
+	pFailed                // gave up: start error, restart limit, a requirement not met
+	pBackoff               // the program ended; waiting to start it again
+	pStarting              // started, not ready yet
+	pRunning               // ready
+	pStopping              // stop signal sent; waiting for every generation to end
+	nPhases
+)
+
+var phaseState = [nPhases]State{pDown: Stopped, pFailed: Failed, pBackoff: Starting, pStarting: Starting,
+	pRunning: Running, pStopping: Stopping}
+
+var phaseNames = [nPhases]string{"down", "failed", "backoff", "starting", "running", "stopping"}
+
+func (p phase) String() string { return phaseNames[p] }
+
+// generation is one process of the service and what it started. There is one, except during
+// an upgrade, when the new version runs beside the old one on the same sockets, and during a
+// stop, until every generation has been reaped.
+type generation struct {
+	pid     int
+	started time.Time
+	ctl     int // baton's end of the control channel with the process
+	// killedFor is why baton killed it (start timeout, watchdog); "" when it ended by itself.
+	killedFor string
+	exit      system.Exit // valid once ended
+	ended     bool
+}
+
+// state is everything the loop knows about its service. Only the loop reads or writes it.
+type state struct {
+	phase        phase
+	gens         []*generation // every generation not reaped yet
+	cur          *generation   // the main process, nil when none
+	up           *upgrade      // an upgrade under way
+	selfStopping bool          // STOPPING=1 from the running service
+
+	// Deadlines of the current phase; the loop's one timer fires at the nearest.
+	restartAt     time.Time // pBackoff
+	startDeadline time.Time // pStarting, ready = notify
+	stopDeadline  time.Time // pStopping: SIGKILL then
+	wdInterval    time.Duration
+	wdDeadline    time.Time // pRunning with a watchdog
+
+	// Restart policy.
+	backoff  time.Duration
+	failures []time.Time // recent restarts, for the restart limit
+
+	// Who waits for what.
+	startWaiters []chan<- reply // answered at the attempt's outcome: ready or failed
+	stopWaiters  []chan<- reply // answered when no generation is left
+	startAfter   bool           // start again once stopped (restart, or a start during a stop)
+	flushStore   bool           // an explicit stop empties the fd store once stopped
+	killed       bool           // this stop needed SIGKILL
+	// failAfterStop: the stop is the cleanup after a recovered panic; the service ends failed.
+	failAfterStop error
+
+	// What status shows.
+	cgroup        string
+	started       time.Time // of the current run
+	readyAt       time.Time
+	firstUp       time.Time // first start this boot, for the timeline
+	firstRdy      time.Time
+	restarts      int
+	upgrades      int
+	lastExit      *system.Exit
+	lastErr       error
+	statusMsg     string // the service's own STATUS=
+	reloading     bool
+	mainPid       int // MAINPID= as the service reported it
+	notifyDropped int // notify datagrams refused: not from the service's processes
+	notifyLate    int // from a generation that is ending (old version, a stopping service)
+}
+
+func newState(spec config.Service) state {
+	return state{phase: pDown, backoff: spec.RestartDelay.Duration, wdInterval: spec.Watchdog.Duration}
+}
+
+// input is what the loop reads: a request, an exit, a notify datagram, a handoff answer.
+type input interface{ isInput() }
+
+type op int
+
+const (
+	opStart op = iota
+	opStop
+	opRestart
+	opUpgrade
+	opFail // not started: something outside it, e.g. a requirement not met
+)
+
+var opNames = [...]string{"start", "stop", "restart", "upgrade", "fail"}
+
+func (o op) String() string { return opNames[o] }
+
+type request struct {
+	op    op
+	exec  string // opUpgrade: the new binary ("" keeps it)
+	err   error  // opFail: why
+	flush bool   // opStop: empty the fd store too
+	reply chan<- reply
+}
+
+type reply struct {
+	err     error
+	killed  bool
+	upgrade UpgradeReport
+}
+
+// exited is a generation's main process reaped.
+type exited struct {
+	gen  *generation
+	exit system.Exit
+}
+
+// notified is a datagram on the notify socket and what /proc said of its sender (read by the
+// notify goroutine, so the loop never walks /proc).
+type notified struct {
+	msg     handoff.Message
+	sender  sender
+	mainPid sender // the process MAINPID= names, if any
+}
+
+// acked is the old version's answer to a handoff offer (or its absence, within ackTimeout).
+type acked struct {
+	gen *generation
+	ok  bool
+}
+
+func (request) isInput()  {}
+func (exited) isInput()   {}
+func (notified) isInput() {}
+func (acked) isInput()    {}

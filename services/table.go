@@ -1,0 +1,357 @@
+package services
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/baton-init/baton/config"
+)
+
+// event is what the loop makes of an input once it knows who it concerns: a request, the end
+// of the main generation, its readiness, or one of the phase's deadlines.
+type event int
+
+const (
+	eStart event = iota
+	eStop
+	eRestart
+	eUpgrade
+	eFail
+	eExit         // the main generation ended
+	eReady        // READY=1 from the main generation
+	eStartTimeout // ready = notify: no READY=1 within start_timeout
+	eWatchdog     // no WATCHDOG=1 within the interval
+	eStopTimeout  // still running stop_timeout after the stop signal
+	eBackoffDone  // time to start again
+	nEvents
+)
+
+var eventNames = [nEvents]string{"start", "stop", "restart", "upgrade", "fail", "exit", "ready",
+	"start-timeout", "watchdog", "stop-timeout", "backoff-done"}
+
+func (e event) String() string { return eventNames[e] }
+
+// action is one cell of the table. req is set for the request events.
+type action func(s *Service, req request)
+
+// table is the whole lifecycle of a service: for each phase, what each event does. An empty
+// cell means the event cannot matter in that phase (a request is never left empty: it is
+// always answered). The upgrade is a sub-state with a table of its own (upgrade.go); what
+// happens to every generation is in reaped (loop.go).
+var table = [nPhases][nEvents]action{
+	//          start          stop        restart        upgrade       fail
+	pDown:     {eStart: startFresh, eStop: stopIdle, eRestart: startFresh, eUpgrade: notRunning, eFail: failNow},
+	pFailed:   {eStart: startFresh, eStop: stopIdle, eRestart: startFresh, eUpgrade: notRunning, eFail: failNow},
+	pBackoff:  {eStart: startFresh, eStop: stopIdle, eRestart: startFresh, eUpgrade: notRunning, eFail: answerOK, eBackoffDone: startAgain},
+	pStarting: {eStart: awaitStart, eStop: beginStop, eRestart: stopThenStart, eUpgrade: notRunning, eFail: answerOK, eExit: exitStarting, eReady: becomeReady, eStartTimeout: startTimedOut},
+	pRunning:  {eStart: answerOK, eStop: beginStop, eRestart: stopThenStart, eUpgrade: beginUpgrade, eFail: answerOK, eExit: exitRunning, eReady: readyAgain, eWatchdog: watchdogFired},
+	pStopping: {eStart: startLater, eStop: awaitStop, eRestart: startLater, eUpgrade: notRunning, eFail: answerOK, eExit: exitStopping, eStopTimeout: stopTimedOut},
+}
+
+// dispatch runs the table's cell for ev in the current phase.
+func (s *Service) dispatch(ev event, req request) {
+	from := s.st.phase
+	if a := table[from][ev]; a != nil {
+		a(s, req)
+	}
+	if s.st.phase != from {
+		s.log.Debug("transition", "event", ev.String(), "from", from.String(), "to", s.st.phase.String())
+	}
+}
+
+// --- requests ------------------------------------------------------------------------------
+
+var errStopping = errors.New("service is being stopped")
+
+func answerOK(s *Service, req request) { s.answer(req.reply, reply{}) }
+
+func notRunning(s *Service, req request) {
+	s.answer(req.reply, reply{err: fmt.Errorf("%s is %s, not running: start it instead of upgrading", s.Spec.Name, s.state())})
+}
+
+func failNow(s *Service, req request) {
+	s.st.lastErr = req.err
+	s.st.phase = pFailed
+	s.log.Error("not started", "err", req.err)
+	s.answer(req.reply, reply{})
+}
+
+// startFresh begins an activation: an explicit start forgets earlier failures.
+func startFresh(s *Service, req request) {
+	s.st.failures, s.st.backoff, s.st.lastErr = nil, s.Spec.RestartDelay.Duration, nil
+	s.st.startWaiters = append(s.st.startWaiters, req.reply)
+	s.run()
+}
+
+func awaitStart(s *Service, req request) { s.st.startWaiters = append(s.st.startWaiters, req.reply) }
+
+// startLater answers when the stop under way is over and the service has started again.
+func startLater(s *Service, req request) {
+	s.st.startAfter = true
+	s.st.startWaiters = append(s.st.startWaiters, req.reply)
+}
+
+func stopThenStart(s *Service, req request) {
+	beginStop(s, request{op: opStop})
+	startLater(s, req)
+}
+
+// stopIdle: nothing runs (or, after a recovered panic, only what is being killed).
+func stopIdle(s *Service, req request) {
+	if len(s.st.gens) > 0 {
+		beginStop(s, req)
+		return
+	}
+	s.st.phase = pDown
+	if req.flush {
+		s.flushStore()
+	}
+	s.answer(req.reply, reply{})
+}
+
+// beginStop sends the stop signal to every generation; pStopping ends when all are reaped
+// (settle, loop.go). A new version being started by an upgrade is killed first.
+func beginStop(s *Service, req request) {
+	if req.reply != nil {
+		s.st.stopWaiters = append(s.st.stopWaiters, req.reply)
+	}
+	s.st.flushStore = s.st.flushStore || req.flush
+	s.st.startAfter = false
+	s.outcome(errStopping)
+	if s.st.up != nil {
+		s.upgradeEvent(uStop)
+	}
+	sig, _ := config.SignalByName(s.Spec.StopSignal)
+	for _, g := range s.st.gens {
+		s.signalTree(g, sig, true)
+	}
+	s.st.phase, s.st.killed, s.st.selfStopping = pStopping, false, false
+	s.st.stopDeadline = time.Now().Add(s.Spec.StopTimeout.Duration)
+}
+
+func awaitStop(s *Service, req request) {
+	if s.st.startAfter { // a later stop wins over a start queued behind the first one
+		s.st.startAfter = false
+		s.outcome(errStopping)
+	}
+	beginStopWaiter(s, req)
+}
+
+func beginStopWaiter(s *Service, req request) {
+	s.st.stopWaiters = append(s.st.stopWaiters, req.reply)
+	s.st.flushStore = s.st.flushStore || req.flush
+}
+
+// --- the main generation ---------------------------------------------------------------------
+
+func startAgain(s *Service, _ request) {
+	s.st.restarts++
+	s.run()
+}
+
+func becomeReady(s *Service, _ request) {
+	s.markReady()
+	s.log.Info("ready", "after", time.Since(s.st.started).Round(time.Millisecond))
+}
+
+func readyAgain(s *Service, _ request) { s.st.reloading = false }
+
+func exitStarting(s *Service, _ request) {
+	g := s.st.cur
+	s.endCur()
+	reason := g.killedFor
+	if reason == "" {
+		reason = fmt.Sprintf("exited before it was ready: %s", g.exit)
+	}
+	err := errors.New(reason)
+	s.st.lastErr = err
+	s.outcome(err)
+	s.log.Info("exited", "how", g.exit.String())
+	s.restartOrEnd(true)
+}
+
+func exitRunning(s *Service, _ request) {
+	g := s.st.cur
+	s.endCur()
+	s.log.Info("exited", "how", g.exit.String())
+	if up := s.st.up; up != nil && up.step == uWaitReady {
+		// The old version ended while the new one gets ready: the new one may still take
+		// over; if it does not, the old one's exit decides (upgradeFailed).
+		up.oldExit = &g.exit
+		s.st.phase = pStarting
+		return
+	}
+	failed := g.killedFor != "" || !g.exit.Success()
+	if failed && g.killedFor == "" {
+		s.st.lastErr = fmt.Errorf("%s", g.exit)
+	}
+	s.restartOrEnd(failed)
+}
+
+// exitStopping: the main generation is gone; pStopping ends once every generation is (settle).
+func exitStopping(s *Service, _ request) { s.endCur() }
+
+func startTimedOut(s *Service, _ request) {
+	g := s.st.cur
+	if g == nil || g.killedFor != "" {
+		return
+	}
+	g.killedFor = fmt.Sprintf("no READY=1 within start_timeout %s; killed", s.Spec.StartTimeout)
+	s.log.Error("not ready in time", "start_timeout", s.Spec.StartTimeout)
+	s.st.lastErr = errors.New(g.killedFor)
+	s.st.startDeadline = time.Time{}
+	s.outcome(s.st.lastErr)
+	killGroup(g)
+}
+
+func watchdogFired(s *Service, _ request) {
+	g := s.st.cur
+	g.killedFor = fmt.Sprintf("watchdog: no WATCHDOG=1 for %s; killed", s.st.wdInterval)
+	s.log.Error("watchdog timeout", "interval", s.st.wdInterval)
+	s.st.lastErr = errors.New(g.killedFor)
+	s.st.wdDeadline = time.Time{}
+	killGroup(g)
+}
+
+func stopTimedOut(s *Service, _ request) {
+	s.log.Warn("did not stop in time; killing it", "stop_timeout", s.Spec.StopTimeout)
+	for _, g := range s.st.gens {
+		killGroup(g)
+	}
+	s.killCgroup()
+	s.st.killed = true
+	s.st.stopDeadline = time.Time{}
+}
+
+// --- helpers of the cells --------------------------------------------------------------------
+
+// restartOrEnd applies the restart policy once the main generation has ended.
+func (s *Service) restartOrEnd(failed bool) {
+	if !s.shouldRestart(failed) {
+		s.st.phase = pDown
+		if failed {
+			s.st.phase = pFailed
+		}
+		return
+	}
+	if time.Since(s.st.started) >= s.Spec.RestartWindow.Duration {
+		s.st.backoff = s.Spec.RestartDelay.Duration // it stayed up a while: start over
+	}
+	if s.overRestartLimit() {
+		s.st.lastErr = fmt.Errorf("restarted more than %d times in %s; giving up (initctl start %s to try again)",
+			s.Spec.RestartLimit, s.Spec.RestartWindow, s.Spec.Name)
+		s.log.Error("restart limit reached", "limit", s.Spec.RestartLimit, "window", s.Spec.RestartWindow)
+		s.st.phase = pFailed
+		return
+	}
+	s.log.Info("restarting", "in", s.st.backoff)
+	s.st.phase, s.st.restartAt = pBackoff, time.Now().Add(s.st.backoff)
+	s.st.backoff = min(s.st.backoff*2, s.Spec.RestartDelayMax.Duration)
+}
+
+func (s *Service) shouldRestart(failed bool) bool {
+	switch s.Spec.Restart {
+	case config.RestartAlways:
+		return true
+	case config.RestartOnFailure:
+		return failed
+	default:
+		return false
+	}
+}
+
+// overRestartLimit records a restart and reports whether there were more than the limit
+// within the window.
+func (s *Service) overRestartLimit() bool {
+	now := time.Now()
+	kept := s.st.failures[:0]
+	for _, t := range append(s.st.failures, now) {
+		if now.Sub(t) < s.Spec.RestartWindow.Duration {
+			kept = append(kept, t)
+		}
+	}
+	s.st.failures = kept
+	return s.Spec.RestartLimit > 0 && len(kept) > s.Spec.RestartLimit
+}
+
+// run starts the program; failing to start is the attempt's outcome.
+func (s *Service) run() {
+	g, err := s.spawn(s.Spec.Exec[0], -1)
+	if err != nil {
+		s.st.lastErr = err
+		s.log.Error("start failed", "err", err)
+		s.outcome(err)
+		s.restartOrEnd(true)
+		return
+	}
+	s.st.cur, s.st.started, s.st.lastErr = g, g.started, nil
+	s.st.mainPid, s.st.reloading, s.st.statusMsg, s.st.selfStopping = 0, false, "", false
+	s.st.phase, s.st.startDeadline = pStarting, time.Time{}
+	s.log.Info("started", "pid", g.pid)
+	if s.Spec.Ready == config.ReadyStarted {
+		s.markReady()
+		return
+	}
+	s.st.startDeadline = g.started.Add(s.Spec.StartTimeout.Duration)
+}
+
+func (s *Service) markReady() {
+	s.st.phase, s.st.readyAt, s.st.reloading = pRunning, time.Now(), false
+	if s.st.firstRdy.IsZero() {
+		s.st.firstRdy = s.st.readyAt
+	}
+	s.armWatchdog()
+	s.outcome(nil)
+}
+
+func (s *Service) armWatchdog() {
+	if s.st.wdInterval > 0 {
+		s.st.wdDeadline = time.Now().Add(s.st.wdInterval)
+	}
+}
+
+// endCur records the main generation's end.
+func (s *Service) endCur() {
+	g := s.st.cur
+	s.st.lastExit = &g.exit
+	s.st.cur, s.st.wdDeadline, s.st.startDeadline, s.st.selfStopping = nil, time.Time{}, time.Time{}, false
+}
+
+// outcome answers whoever waits for the current start attempt.
+func (s *Service) outcome(err error) {
+	for _, w := range s.st.startWaiters {
+		s.answer(w, reply{err: err})
+	}
+	s.st.startWaiters = nil
+}
+
+func (s *Service) flushStore() {
+	if n := s.store.Clear(); n > 0 {
+		s.log.Info("fd store flushed", "count", n)
+	}
+}
+
+// answer queues a reply; the loop sends it once the status that goes with it is published,
+// so a caller that reads Status after its answer sees the state the answer was about.
+func (s *Service) answer(ch chan<- reply, r reply) {
+	if ch != nil {
+		s.outbox = append(s.outbox, answered{ch, r})
+	}
+}
+
+type answered struct {
+	ch chan<- reply
+	r  reply
+}
+
+// sendAnswers never blocks the loop: reply channels have room for their one answer.
+func (s *Service) sendAnswers() {
+	for _, a := range s.outbox {
+		select {
+		case a.ch <- a.r:
+		default:
+		}
+	}
+	s.outbox = nil
+}
