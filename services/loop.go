@@ -48,7 +48,7 @@ func (s *Service) handle(in input) {
 	}
 	switch in := in.(type) {
 	case request:
-		s.dispatch(opEvent[in.op], in)
+		s.onReq(in)
 	case exited:
 		s.reaped(in.gen, in.exit)
 	case notified:
@@ -60,8 +60,6 @@ func (s *Service) handle(in input) {
 		}
 	}
 }
-
-var opEvent = [...]event{opStart: eStart, opStop: eStop, opRestart: eRestart, opUpgrade: eUpgrade, opFail: eFail}
 
 // reaped is the end of a generation's main process, whichever it was: what it left in its
 // process group is killed (and, once no generation is left, what is left in the cgroup), so a
@@ -81,7 +79,7 @@ func (s *Service) reaped(g *generation, exit system.Exit) {
 	}
 	switch up := s.st.up; {
 	case g == s.st.cur:
-		s.dispatch(eExit, request{})
+		s.event(eExit)
 	case up != nil && g == up.new:
 		s.upgradeEvent(uNewExit)
 	case up != nil && g == up.old:
@@ -94,9 +92,10 @@ func (s *Service) settle() {
 	if s.st.phase != pStopping || len(s.st.gens) > 0 {
 		return
 	}
-	s.st.phase, s.st.stopDeadline = pDown, time.Time{}
+	s.enter(pDown, time.Time{})
 	if err := s.st.failAfterStop; err != nil {
-		s.st.phase, s.st.lastErr, s.st.failAfterStop = pFailed, err, nil
+		s.enter(pFailed, time.Time{})
+		s.st.lastErr, s.st.failAfterStop = err, nil
 	}
 	if s.st.killed {
 		s.log.Warn("stopped; it had to be killed")
@@ -120,17 +119,7 @@ func (s *Service) settle() {
 
 // nextDeadline is when the loop must look again without an input; zero for never.
 func (s *Service) nextDeadline() time.Time {
-	var d time.Time
-	switch s.st.phase {
-	case pBackoff:
-		d = s.st.restartAt
-	case pStarting:
-		d = s.st.startDeadline
-	case pRunning:
-		d = s.st.wdDeadline
-	case pStopping:
-		d = s.st.stopDeadline
-	}
+	d := s.st.deadline
 	if up := s.st.up; up != nil && !up.deadline.IsZero() && (d.IsZero() || up.deadline.Before(d)) {
 		d = up.deadline
 	}
@@ -139,15 +128,9 @@ func (s *Service) nextDeadline() time.Time {
 
 func (s *Service) deadlinesPassed(now time.Time) {
 	due := func(t time.Time) bool { return !t.IsZero() && !now.Before(t) }
-	switch {
-	case s.st.phase == pBackoff && due(s.st.restartAt):
-		s.dispatch(eBackoffDone, request{})
-	case s.st.phase == pStarting && due(s.st.startDeadline):
-		s.dispatch(eStartTimeout, request{})
-	case s.st.phase == pRunning && due(s.st.wdDeadline):
-		s.dispatch(eWatchdog, request{})
-	case s.st.phase == pStopping && due(s.st.stopDeadline):
-		s.dispatch(eStopTimeout, request{})
+	if due(s.st.deadline) {
+		s.st.deadline = time.Time{}
+		s.event(eDeadline)
 	}
 	if up := s.st.up; up != nil && due(up.deadline) {
 		up.deadline = time.Time{}
@@ -189,8 +172,10 @@ func (s *Service) afterPanic(err error) {
 		s.answer(w, reply{err: err})
 	}
 	s.st.stopWaiters, s.st.startAfter = nil, false
-	s.st.cur, s.st.lastErr, s.st.phase = nil, err, pFailed
+	s.st.cur, s.st.lastErr = nil, err
+	s.enter(pFailed, time.Time{})
 	if len(s.st.gens) > 0 { // stopping until the killed processes are reaped, then failed
-		s.st.phase, s.st.failAfterStop, s.st.stopDeadline, s.st.killed = pStopping, err, time.Time{}, true
+		s.enter(pStopping, time.Time{})
+		s.st.failAfterStop, s.st.killed = err, true
 	}
 }

@@ -162,8 +162,8 @@ func (s *Service) onNotify(n notified) {
 		if extend >= 0 {
 			if up != nil && g == up.old && up.step == uDraining {
 				up.deadline = later(up.deadline, time.Now().Add(extend))
-			} else if s.st.phase == pStopping {
-				s.st.stopDeadline = later(s.st.stopDeadline, time.Now().Add(extend))
+			} else if s.st.phase == pStopping && !s.st.deadline.IsZero() {
+				s.st.deadline = later(s.st.deadline, time.Now().Add(extend))
 			}
 		}
 	default:
@@ -186,7 +186,7 @@ func (s *Service) fromMain(n notified, extend time.Duration) {
 		s.st.reloading = true
 	}
 	if f["READY"] == "1" {
-		s.dispatch(eReady, request{})
+		s.event(eReady)
 	}
 	if f["STOPPING"] == "1" && s.st.phase == pRunning {
 		s.st.selfStopping = true
@@ -194,23 +194,19 @@ func (s *Service) fromMain(n notified, extend time.Duration) {
 	if v, ok := f["WATCHDOG_USEC"]; ok {
 		if us, err := strconv.ParseInt(v, 10, 64); err == nil && us > 0 {
 			s.st.wdInterval = time.Duration(us) * time.Microsecond
-			if s.st.phase == pRunning {
-				s.armWatchdog()
-			}
+			s.armWatchdog()
 		}
 	}
 	switch f["WATCHDOG"] {
 	case "1":
-		if s.st.phase == pRunning {
-			s.armWatchdog()
-		}
+		s.armWatchdog()
 	case "trigger":
 		if s.st.phase == pRunning && s.st.wdInterval > 0 {
-			s.st.wdDeadline = time.Now()
+			s.st.deadline = time.Now()
 		}
 	}
-	if extend >= 0 && s.st.phase == pStarting && !s.st.startDeadline.IsZero() {
-		s.st.startDeadline = later(s.st.startDeadline, time.Now().Add(extend))
+	if extend >= 0 && s.st.phase == pStarting && !s.st.deadline.IsZero() {
+		s.st.deadline = later(s.st.deadline, time.Now().Add(extend))
 	}
 }
 

@@ -49,12 +49,10 @@ type state struct {
 	up           *upgrade      // an upgrade under way
 	selfStopping bool          // STOPPING=1 from the running service
 
-	// Deadlines of the current phase; the loop's one timer fires at the nearest.
-	restartAt     time.Time // pBackoff
-	startDeadline time.Time // pStarting, ready = notify
-	stopDeadline  time.Time // pStopping: SIGKILL then
-	wdInterval    time.Duration
-	wdDeadline    time.Time // pRunning with a watchdog
+	// The phase's deadline (restart at, ready by, next WATCHDOG=1 by, SIGKILL at); zero for
+	// none. The loop's one timer fires at it or at the upgrade's, whichever is nearer.
+	deadline   time.Time
+	wdInterval time.Duration
 
 	// Restart policy.
 	backoff  time.Duration
@@ -93,7 +91,7 @@ func newState(spec config.Service) state {
 // input is what the loop reads: a request, an exit, a notify datagram, a handoff answer.
 type input interface{ isInput() }
 
-type op int
+type op int // a request's column in onRequest
 
 const (
 	opStart op = iota
@@ -101,9 +99,10 @@ const (
 	opRestart
 	opUpgrade
 	opFail // not started: something outside it, e.g. a requirement not met
+	nOps
 )
 
-var opNames = [...]string{"start", "stop", "restart", "upgrade", "fail"}
+var opNames = [nOps]string{"start", "stop", "restart", "upgrade", "fail"}
 
 func (o op) String() string { return opNames[o] }
 

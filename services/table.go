@@ -8,57 +8,64 @@ import (
 	"github.com/baton-init/baton/config"
 )
 
-// event is what the loop makes of an input once it knows who it concerns: a request, the end
-// of the main generation, its readiness, or one of the phase's deadlines.
+// The lifecycle of a service is two tables over its phases: what each request does, and what
+// each event of its main generation does (it ended, it is ready, the phase's deadline passed).
+// Each phase has at most one deadline — restart at, ready by, watchdog, kill at — set when
+// the phase is entered (enter). An upgrade is a sub-state with a table of its own (upgrade.go);
+// what happens to every reaped generation first is in reaped (loop.go).
+
+// action is one cell. req is the request for onRequest cells, zero for onEvent ones.
+type action func(s *Service, req request)
+
+// onRequest: every cell answers, at once or when the transition it starts is over.
+var onRequest = [nPhases][nOps]action{ // columns: start, stop, restart, upgrade, fail
+	pDown:     {startFresh, stopIdle, startFresh, notRunning, failNow},
+	pFailed:   {startFresh, stopIdle, startFresh, notRunning, failNow},
+	pBackoff:  {startFresh, stopIdle, startFresh, notRunning, answerOK},
+	pStarting: {awaitStart, beginStop, stopThenStart, notRunning, answerOK},
+	pRunning:  {answerOK, beginStop, stopThenStart, beginUpgrade, answerOK},
+	pStopping: {startLater, awaitStop, startLater, notRunning, answerOK},
+}
+
 type event int
 
 const (
-	eStart event = iota
-	eStop
-	eRestart
-	eUpgrade
-	eFail
-	eExit         // the main generation ended
-	eReady        // READY=1 from the main generation
-	eStartTimeout // ready = notify: no READY=1 within start_timeout
-	eWatchdog     // no WATCHDOG=1 within the interval
-	eStopTimeout  // still running stop_timeout after the stop signal
-	eBackoffDone  // time to start again
+	eExit     event = iota // the main generation ended
+	eReady                 // READY=1 from the main generation
+	eDeadline              // the phase's deadline passed
 	nEvents
 )
 
-var eventNames = [nEvents]string{"start", "stop", "restart", "upgrade", "fail", "exit", "ready",
-	"start-timeout", "watchdog", "stop-timeout", "backoff-done"}
+var eventNames = [nEvents]string{"exit", "ready", "deadline"}
 
 func (e event) String() string { return eventNames[e] }
 
-// action is one cell of the table. req is set for the request events.
-type action func(s *Service, req request)
-
-// table is the whole lifecycle of a service: for each phase, what each event does. An empty
-// cell means the event cannot matter in that phase (a request is never left empty: it is
-// always answered). The upgrade is a sub-state with a table of its own (upgrade.go); what
-// happens to every generation is in reaped (loop.go).
-var table = [nPhases][nEvents]action{
-	//          start          stop        restart        upgrade       fail
-	pDown:     {eStart: startFresh, eStop: stopIdle, eRestart: startFresh, eUpgrade: notRunning, eFail: failNow},
-	pFailed:   {eStart: startFresh, eStop: stopIdle, eRestart: startFresh, eUpgrade: notRunning, eFail: failNow},
-	pBackoff:  {eStart: startFresh, eStop: stopIdle, eRestart: startFresh, eUpgrade: notRunning, eFail: answerOK, eBackoffDone: startAgain},
-	pStarting: {eStart: awaitStart, eStop: beginStop, eRestart: stopThenStart, eUpgrade: notRunning, eFail: answerOK, eExit: exitStarting, eReady: becomeReady, eStartTimeout: startTimedOut},
-	pRunning:  {eStart: answerOK, eStop: beginStop, eRestart: stopThenStart, eUpgrade: beginUpgrade, eFail: answerOK, eExit: exitRunning, eReady: readyAgain, eWatchdog: watchdogFired},
-	pStopping: {eStart: startLater, eStop: awaitStop, eRestart: startLater, eUpgrade: notRunning, eFail: answerOK, eExit: exitStopping, eStopTimeout: stopTimedOut},
+// onEvent: nil where the event cannot happen (no main generation, no deadline).
+var onEvent = [nPhases][nEvents]action{ // columns: exit, ready, deadline (which one)
+	pDown:     {nil, nil, nil},
+	pFailed:   {nil, nil, nil},
+	pBackoff:  {nil, nil, startAgain},                     // restart_delay, doubling up to restart_delay_max
+	pStarting: {exitStarting, becomeReady, startTimedOut}, // start_timeout (ready = notify)
+	pRunning:  {exitRunning, readyAgain, watchdogFired},   // watchdog, if any
+	pStopping: {exitStopping, nil, stopTimedOut},          // stop_timeout, then SIGKILL
 }
 
-// dispatch runs the table's cell for ev in the current phase.
-func (s *Service) dispatch(ev event, req request) {
+func (s *Service) onReq(r request) { s.step(r.op.String(), onRequest[s.st.phase][r.op], r) }
+
+func (s *Service) event(ev event) { s.step(ev.String(), onEvent[s.st.phase][ev], request{}) }
+
+func (s *Service) step(what string, a action, req request) {
 	from := s.st.phase
-	if a := table[from][ev]; a != nil {
+	if a != nil {
 		a(s, req)
 	}
 	if s.st.phase != from {
-		s.log.Debug("transition", "event", ev.String(), "from", from.String(), "to", s.st.phase.String())
+		s.log.Debug("transition", "on", what, "from", from.String(), "to", s.st.phase.String())
 	}
 }
+
+// enter moves to phase p with its deadline (zero for none).
+func (s *Service) enter(p phase, deadline time.Time) { s.st.phase, s.st.deadline = p, deadline }
 
 // --- requests ------------------------------------------------------------------------------
 
@@ -72,7 +79,7 @@ func notRunning(s *Service, req request) {
 
 func failNow(s *Service, req request) {
 	s.st.lastErr = req.err
-	s.st.phase = pFailed
+	s.enter(pFailed, time.Time{})
 	s.log.Error("not started", "err", req.err)
 	s.answer(req.reply, reply{})
 }
@@ -103,7 +110,7 @@ func stopIdle(s *Service, req request) {
 		beginStop(s, req)
 		return
 	}
-	s.st.phase = pDown
+	s.enter(pDown, time.Time{})
 	if req.flush {
 		s.flushStore()
 	}
@@ -126,8 +133,8 @@ func beginStop(s *Service, req request) {
 	for _, g := range s.st.gens {
 		s.signalTree(g, sig, true)
 	}
-	s.st.phase, s.st.killed, s.st.selfStopping = pStopping, false, false
-	s.st.stopDeadline = time.Now().Add(s.Spec.StopTimeout.Duration)
+	s.st.killed, s.st.selfStopping = false, false
+	s.enter(pStopping, time.Now().Add(s.Spec.StopTimeout.Duration))
 }
 
 func awaitStop(s *Service, req request) {
@@ -179,7 +186,7 @@ func exitRunning(s *Service, _ request) {
 		// The old version ended while the new one gets ready: the new one may still take
 		// over; if it does not, the old one's exit decides (upgradeFailed).
 		up.oldExit = &g.exit
-		s.st.phase = pStarting
+		s.enter(pStarting, time.Time{}) // the upgrade's deadline is the one that counts
 		return
 	}
 	failed := g.killedFor != "" || !g.exit.Success()
@@ -200,7 +207,7 @@ func startTimedOut(s *Service, _ request) {
 	g.killedFor = fmt.Sprintf("no READY=1 within start_timeout %s; killed", s.Spec.StartTimeout)
 	s.log.Error("not ready in time", "start_timeout", s.Spec.StartTimeout)
 	s.st.lastErr = errors.New(g.killedFor)
-	s.st.startDeadline = time.Time{}
+	s.st.deadline = time.Time{}
 	s.outcome(s.st.lastErr)
 	killGroup(g)
 }
@@ -210,7 +217,7 @@ func watchdogFired(s *Service, _ request) {
 	g.killedFor = fmt.Sprintf("watchdog: no WATCHDOG=1 for %s; killed", s.st.wdInterval)
 	s.log.Error("watchdog timeout", "interval", s.st.wdInterval)
 	s.st.lastErr = errors.New(g.killedFor)
-	s.st.wdDeadline = time.Time{}
+	s.st.deadline = time.Time{}
 	killGroup(g)
 }
 
@@ -221,7 +228,7 @@ func stopTimedOut(s *Service, _ request) {
 	}
 	s.killCgroup()
 	s.st.killed = true
-	s.st.stopDeadline = time.Time{}
+	s.st.deadline = time.Time{}
 }
 
 // --- helpers of the cells --------------------------------------------------------------------
@@ -229,9 +236,9 @@ func stopTimedOut(s *Service, _ request) {
 // restartOrEnd applies the restart policy once the main generation has ended.
 func (s *Service) restartOrEnd(failed bool) {
 	if !s.shouldRestart(failed) {
-		s.st.phase = pDown
+		s.enter(pDown, time.Time{})
 		if failed {
-			s.st.phase = pFailed
+			s.enter(pFailed, time.Time{})
 		}
 		return
 	}
@@ -242,11 +249,11 @@ func (s *Service) restartOrEnd(failed bool) {
 		s.st.lastErr = fmt.Errorf("restarted more than %d times in %s; giving up (initctl start %s to try again)",
 			s.Spec.RestartLimit, s.Spec.RestartWindow, s.Spec.Name)
 		s.log.Error("restart limit reached", "limit", s.Spec.RestartLimit, "window", s.Spec.RestartWindow)
-		s.st.phase = pFailed
+		s.enter(pFailed, time.Time{})
 		return
 	}
 	s.log.Info("restarting", "in", s.st.backoff)
-	s.st.phase, s.st.restartAt = pBackoff, time.Now().Add(s.st.backoff)
+	s.enter(pBackoff, time.Now().Add(s.st.backoff))
 	s.st.backoff = min(s.st.backoff*2, s.Spec.RestartDelayMax.Duration)
 }
 
@@ -287,27 +294,28 @@ func (s *Service) run() {
 	}
 	s.st.cur, s.st.started, s.st.lastErr = g, g.started, nil
 	s.st.mainPid, s.st.reloading, s.st.statusMsg, s.st.selfStopping = 0, false, "", false
-	s.st.phase, s.st.startDeadline = pStarting, time.Time{}
 	s.log.Info("started", "pid", g.pid)
 	if s.Spec.Ready == config.ReadyStarted {
 		s.markReady()
 		return
 	}
-	s.st.startDeadline = g.started.Add(s.Spec.StartTimeout.Duration)
+	s.enter(pStarting, g.started.Add(s.Spec.StartTimeout.Duration))
 }
 
 func (s *Service) markReady() {
-	s.st.phase, s.st.readyAt, s.st.reloading = pRunning, time.Now(), false
+	s.st.readyAt, s.st.reloading = time.Now(), false
 	if s.st.firstRdy.IsZero() {
 		s.st.firstRdy = s.st.readyAt
 	}
+	s.enter(pRunning, time.Time{})
 	s.armWatchdog()
 	s.outcome(nil)
 }
 
+// armWatchdog sets the running phase's deadline: the next WATCHDOG=1 is due by then.
 func (s *Service) armWatchdog() {
-	if s.st.wdInterval > 0 {
-		s.st.wdDeadline = time.Now().Add(s.st.wdInterval)
+	if s.st.phase == pRunning && s.st.wdInterval > 0 {
+		s.st.deadline = time.Now().Add(s.st.wdInterval)
 	}
 }
 
@@ -315,7 +323,7 @@ func (s *Service) armWatchdog() {
 func (s *Service) endCur() {
 	g := s.st.cur
 	s.st.lastExit = &g.exit
-	s.st.cur, s.st.wdDeadline, s.st.startDeadline, s.st.selfStopping = nil, time.Time{}, time.Time{}, false
+	s.st.cur, s.st.selfStopping = nil, false
 }
 
 // outcome answers whoever waits for the current start attempt.

@@ -137,7 +137,7 @@ func swapIn(s *Service) {
 	s.st.cur, s.st.started, s.st.readyAt = g, g.started, time.Now()
 	s.st.mainPid, s.st.statusMsg, s.st.reloading = 0, "", false
 	s.st.upgrades++
-	s.st.phase = pRunning // also when the old version ended meanwhile (pStarting)
+	s.enter(pRunning, time.Time{}) // also when the old version ended meanwhile (pStarting)
 	s.armWatchdog()
 	if old == nil {
 		s.log.Info("upgrade: new version ready; the old one had ended", "new_pid", g.pid)
