@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -294,5 +295,25 @@ func TestInitctl(t *testing.T) {
 	t.Setenv("BATON_SOCKET", sock)
 	if code := InitctlMain([]string{"status"}, &out, &errb); code != ExitOK {
 		t.Errorf("BATON_SOCKET not used: %d %s", code, errb.String())
+	}
+}
+
+// A panic in a handler is answered (500) and logged with its stack, and the API still serves.
+func TestHandlerPanicIsContained(t *testing.T) {
+	var logBuf bytes.Buffer
+	srv := &Server{Log: slog.New(slog.NewTextHandler(&logBuf, nil)), Timeline: func() Timeline { panic("injected: timeline") }}
+	h := srv.Handler()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/boot", nil))
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), "injected: timeline") {
+		t.Errorf("answer %d %q, want 500 naming the panic", rec.Code, rec.Body.String())
+	}
+	if out := logBuf.String(); !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "TestHandlerPanicIsContained") {
+		t.Errorf("panic not logged at error level with its stack:\n%s", out)
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/nowhere", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("after the panic: %d, want 404", rec.Code)
 	}
 }

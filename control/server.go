@@ -54,7 +54,27 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
-	return s.authorize(mux)
+	return s.contain(s.authorize(mux))
+}
+
+// contain answers 500 to a request whose handler panicked and logs the panic with its stack,
+// at error level and to the kernel log. net/http would recover it as well, but report it only
+// to ErrorLog (at debug level for the remote API) and leave the client without an answer.
+func (s *Server) contain(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			p := recover()
+			if p == nil {
+				return
+			}
+			if p == http.ErrAbortHandler { // net/http's way to drop a connection on purpose
+				panic(p)
+			}
+			system.LogPanic(s.Log, "control API "+r.Method+" "+r.URL.Path, p)
+			writeError(w, http.StatusInternalServerError, fmt.Sprintf("internal error in baton (logged): %v", p))
+		}()
+		next.ServeHTTP(w, r)
+	})
 }
 
 // authorize lets through root on the local socket (and the server's own user, for the

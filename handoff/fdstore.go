@@ -6,8 +6,11 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/system"
 )
 
 // FDStore keeps fds a service hands to baton (FDSTORE=1) so they survive its crash, restart
@@ -106,13 +109,23 @@ func (s *FDStore) removeLocked(match func(*storeEntry) bool) int {
 	return n
 }
 
-// Files returns the stored fds to pass to a new process, in the order they were stored.
+// Files returns duplicates of the stored fds to pass to a new process, in the order they
+// were stored. The caller owns them and must close them (after the fork). Duplicates, taken
+// under the lock: once it is released the watcher may close a stored fd that hung up, and its
+// number, reused by the next open, would pass another file under the stored name.
 func (s *FDStore) Files() []NamedFile {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]NamedFile, 0, len(s.entries))
 	for _, e := range s.entries {
-		out = append(out, NamedFile{Name: e.name, Fd: e.fd})
+		// Above 2, so a duplicate never lands on a free stdio number.
+		fd, err := unix.FcntlInt(uintptr(e.fd), unix.F_DUPFD_CLOEXEC, 3)
+		if err != nil {
+			s.log.Error("fd store: a stored fd is not passed on", "name", e.name,
+				"err", fmt.Errorf("fcntl(%d, F_DUPFD_CLOEXEC): %w", e.fd, err))
+			continue
+		}
+		out = append(out, NamedFile{Name: e.name, Fd: fd})
 	}
 	return out
 }
@@ -151,45 +164,71 @@ func (s *FDStore) wake() {
 }
 
 // watch polls the stored fds for POLLHUP/POLLERR. Only this goroutine closes removed fds, so
-// a number it is polling is never reused under it.
+// a number it is polling is never reused under it. A panic in one round is logged and the
+// next round runs: a watcher that ended would keep hung-up fds forever.
 func (s *FDStore) watch() {
 	buf := make([]byte, 64)
 	for {
-		s.mu.Lock()
-		closeAll(s.closing)
-		s.closing = nil
-		if s.closed {
-			s.mu.Unlock()
-			s.wakeR.Close()
-			s.wakeW.Close()
+		more := true // stays true when the round panics
+		system.Contain(s.log, "fd store watcher", func() { more = s.watchRound(buf) })
+		if !more {
 			return
 		}
-		pfds := []unix.PollFd{{Fd: int32(s.wakeR.Fd()), Events: unix.POLLIN}}
-		var watched []*storeEntry
-		for _, e := range s.entries {
-			if e.poll {
-				pfds = append(pfds, unix.PollFd{Fd: int32(e.fd)}) // HUP and ERR are always reported
-				watched = append(watched, e)
-			}
-		}
-		s.mu.Unlock()
-		if _, err := unix.Poll(pfds, -1); err != nil && !errors.Is(err, unix.EINTR) {
-			s.log.Error("fd store: poll", "err", err)
-			return
-		}
-		if pfds[0].Revents&unix.POLLIN != 0 {
-			_, _ = s.wakeR.Read(buf)
-		}
-		s.mu.Lock()
-		for i, e := range watched {
-			if pfds[i+1].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
-				if s.removeLocked(func(x *storeEntry) bool { return x == e }) > 0 {
-					s.log.Info("fd store: dropped an fd that hung up", "name", e.name)
-				}
-			}
-		}
-		s.mu.Unlock()
 	}
+}
+
+// watchHook, when set by a test, runs in each watcher round after the poll (to inject a panic).
+var watchHook atomic.Pointer[func(*FDStore)]
+
+// watchRound waits for a stored fd to hang up (or for a change to the store) and drops what
+// hung up. It reports false when the store is closed.
+func (s *FDStore) watchRound(buf []byte) bool {
+	pfds, watched, open := s.pollSet()
+	if !open {
+		return false
+	}
+	if _, err := unix.Poll(pfds, -1); err != nil && !errors.Is(err, unix.EINTR) {
+		s.log.Error("fd store: poll failed; hung-up fds are no longer dropped", "err", fmt.Errorf("poll(%d fds): %w", len(pfds), err))
+		return false
+	}
+	if h := watchHook.Load(); h != nil {
+		(*h)(s)
+	}
+	if pfds[0].Revents&unix.POLLIN != 0 {
+		_, _ = s.wakeR.Read(buf)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, e := range watched {
+		if pfds[i+1].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			if s.removeLocked(func(x *storeEntry) bool { return x == e }) > 0 {
+				s.log.Info("fd store: dropped an fd that hung up", "name", e.name)
+			}
+		}
+	}
+	return true
+}
+
+// pollSet closes the fds removed since the last round and lists those to poll: the wake-up
+// pipe first. It reports false, having closed the pipe, when the store is closed.
+func (s *FDStore) pollSet() (pfds []unix.PollFd, watched []*storeEntry, open bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	closeAll(s.closing)
+	s.closing = nil
+	if s.closed {
+		s.wakeR.Close()
+		s.wakeW.Close()
+		return nil, nil, false
+	}
+	pfds = []unix.PollFd{{Fd: int32(s.wakeR.Fd()), Events: unix.POLLIN}}
+	for _, e := range s.entries {
+		if e.poll {
+			pfds = append(pfds, unix.PollFd{Fd: int32(e.fd)}) // HUP and ERR are always reported
+			watched = append(watched, e)
+		}
+	}
+	return pfds, watched, true
 }
 
 func fdKind(fd int) string {

@@ -134,3 +134,95 @@ func TestBindKinds(t *testing.T) {
 		h.Close()
 	}
 }
+
+// waitStored waits until s holds n fds; the watcher drops hung-up ones on its own goroutine.
+func waitStored(t *testing.T, s *FDStore, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); len(s.List()) != n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("store holds %+v, want %d fd(s)", s.List(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A service is started with Files() after the store's lock is released; meanwhile the watcher
+// may close a stored fd that hung up and open(2) reuse its number. What Files() returned must
+// still be the stored file.
+func TestFDStoreFilesSurviveTheWatcherClosingThem(t *testing.T) {
+	s, err := NewFDStore(1, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, w := pipe(t)
+	if err := s.Add("p", []int{r}, true); err != nil {
+		t.Fatal(err)
+	}
+	files := s.Files()
+	for _, f := range files {
+		defer unix.Close(f.Fd) // the caller owns them
+	}
+	if len(files) != 1 || files[0].Name != "p" {
+		t.Fatalf("Files = %+v", files)
+	}
+	unix.Close(w) // r hangs up: the watcher drops it, then closes it in its next round
+	waitStored(t, s, 0)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if _, err := unix.FcntlInt(uintptr(r), unix.F_GETFD, 0); err == unix.EBADF {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the store never closed fd %d after dropping it", r)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// open(2) takes the lowest free number: a few opens reuse the one the store closed.
+	for range 4 {
+		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if fd == r {
+			break
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(files[0].Fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		t.Errorf("fd %d from Files() is no longer the stored pipe: mode %#o, %v", files[0].Fd, st.Mode&unix.S_IFMT, err)
+	}
+}
+
+func TestFDStoreWatcherSurvivesAPanic(t *testing.T) {
+	s, err := NewFDStore(2, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	panicked := make(chan struct{})
+	hook := func(in *FDStore) {
+		if in != s { // another test's store, still winding down
+			return
+		}
+		select {
+		case <-panicked:
+		default:
+			close(panicked)
+			panic("injected: watcher round")
+		}
+	}
+	watchHook.Store(&hook)
+	defer watchHook.Store(nil)
+	r, w := pipe(t)
+	if err := s.Add("p", []int{r}, true); err != nil { // wakes the watcher: its round panics
+		t.Fatal(err)
+	}
+	select {
+	case <-panicked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watcher never ran a round after Add")
+	}
+	unix.Close(w)
+	waitStored(t, s, 0) // a later hangup is still noticed
+}

@@ -79,13 +79,9 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 		res.Note = "not jumping; initctl kexec jumps later" + loadedNote()
 		return res, nil
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.shutting {
-		return res, errors.New("kexec: a shutdown is already under way")
+	if err := m.requestPower("control API", system.Kexec, &pendingKexec{img: img, retryAfter: retry}); err != nil {
+		return res, fmt.Errorf("kexec: %w", err)
 	}
-	m.kexec = &pendingKexec{img: img, retryAfter: retry}
-	m.power <- system.Kexec
 	res.Jumping = true
 	return res, nil
 }

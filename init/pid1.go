@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -27,7 +28,8 @@ const runDir = "/run/baton"
 
 // machine is what the boot learns and the shutdown needs.
 type machine struct {
-	log        *slog.Logger
+	log        *slog.Logger // never replaced once goroutines run: they read it unlocked
+	console    *system.ConsoleHandler
 	level      *slog.LevelVar
 	reaper     *system.Reaper
 	cmdline    system.Cmdline
@@ -37,14 +39,14 @@ type machine struct {
 	sv         *services.Supervisor
 	cgroups    *services.Cgroups
 	srv        *control.Server
-	initAt     time.Duration // kernel uptime when /init started
-	bootWall   time.Time     // the kernel's start, as wall-clock time
-	power      chan system.PowerAction
+	initAt     time.Duration           // kernel uptime when /init started
+	bootWall   time.Time               // the kernel's start, as wall-clock time
+	power      chan system.PowerAction // the one accepted request (capacity 1); see requestPower
 
 	mu             sync.Mutex
 	steps          []timing
 	readyAt        time.Duration // kernel uptime when all services had started
-	shutting       bool
+	shutting       bool          // a power request was accepted; cleared only if it failed
 	kexec          *pendingKexec
 	shutID         string
 	previous       []control.TimelineEntry // the previous shutdown, if /boot recorded it
@@ -54,22 +56,17 @@ type machine struct {
 // pid1Main boots the appliance, then waits for a power signal. It never returns: if PID 1
 // exits, the kernel panics.
 func pid1Main() {
-	m := &machine{initAt: system.Uptime(), level: new(slog.LevelVar), power: make(chan system.PowerAction, 4)}
-	m.bootWall = time.Now().Add(-m.initAt)
-	m.log = slog.New(system.NewConsoleHandler(os.Stderr, nil, m.level))
+	m := newMachine(os.Stderr)
 	defer m.stayAlive()
 
 	// Signals first: the kernel may send SIGINT (ctrl-alt-del) at any time after CAD_OFF, and a
 	// power request during boot must not be lost.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGUSR2)
-	go func() {
-		for sig := range sigs {
-			action := actionFor(sig.(unix.Signal))
-			m.log.Info("power request", "signal", unix.SignalName(sig.(unix.Signal)), "action", action.String())
-			m.power <- action
-		}
-	}()
+	go m.powerSignals(sigs)
+	if err := system.CloseInheritedOnExec(); err != nil {
+		m.log.Warn("fds the kernel or an initramfs left open may reach the services", "err", err)
+	}
 	m.reaper = system.NewReaper(m.log)
 	m.log.Info("baton starting as PID 1", "kernel_to_init", m.initAt.Round(time.Millisecond), system.KmsgKey, true)
 
@@ -92,6 +89,50 @@ func pid1Main() {
 		m.shutdown(action)
 		// Only reached when reboot(2) failed: keep running and reaping, and listen again.
 	}
+}
+
+// newMachine is PID 1's state before the boot; it logs to console, and to the kernel log
+// once mountBase has made /dev/kmsg.
+func newMachine(console io.Writer) *machine {
+	m := &machine{initAt: system.Uptime(), level: new(slog.LevelVar), power: make(chan system.PowerAction, 1)}
+	m.bootWall = time.Now().Add(-m.initAt)
+	m.console = system.NewConsoleHandler(console, nil, m.level)
+	m.log = slog.New(m.console)
+	return m
+}
+
+// powerSignals turns power signals into requests for as long as PID 1 runs.
+func (m *machine) powerSignals(sigs <-chan os.Signal) {
+	for sig := range sigs {
+		system.Contain(m.log, "power signal", func() {
+			s := sig.(unix.Signal)
+			_ = m.requestPower("signal "+unix.SignalName(s), actionFor(s), nil)
+		})
+	}
+}
+
+// requestPower is how every power request (signal, power button, control API, kexec) reaches
+// the main loop. The first one is accepted; the others are refused until it has failed, so a
+// burst of signals cannot fill the channel. It never blocks and sends under no lock: the
+// signal goroutine and API handlers must never wait for a boot that has not finished.
+func (m *machine) requestPower(via string, a system.PowerAction, k *pendingKexec) error {
+	m.mu.Lock()
+	refused := m.shutting
+	if !refused {
+		m.shutting, m.kexec = true, k
+	}
+	m.mu.Unlock()
+	if refused {
+		m.log.Info("power request refused: a shutdown is already pending or under way", "via", via, "action", a.String())
+		return fmt.Errorf("%s: a shutdown is already pending or under way", a)
+	}
+	m.log.Info("power request", "via", via, "action", a.String(), system.KmsgKey, true)
+	select {
+	case m.power <- a: // always room: only an accepted request is sent, and the loop took the last
+	default:
+		m.log.Error("power request lost: the channel is full; this is a bug", "action", a.String())
+	}
+	return nil
 }
 
 // stayAlive is PID 1's last line: whatever went wrong is printed, and the process keeps
@@ -135,10 +176,7 @@ func (m *machine) bootSteps() []step {
 
 // watchPowerButton turns an ACPI power button press into a poweroff.
 func (m *machine) watchPowerButton() error {
-	n := system.WatchPowerButton(m.log, func() {
-		m.log.Info("power request", "via", "power button", "action", "poweroff")
-		m.power <- system.Poweroff
-	})
+	n := system.WatchPowerButton(m.log, func() { _ = m.requestPower("power button", system.Poweroff, nil) })
 	if n == 0 {
 		m.log.Debug("no ACPI power button (the button and evdev modules in [boot] modules make one)")
 	}
@@ -164,7 +202,7 @@ func (m *machine) mountBase() error {
 	failed := system.MountAll(m.log, system.BaseMounts)
 	// /dev/kmsg exists now: from here on the kernel log (dmesg) gets our lines too.
 	if k := system.OpenKmsg(); k != nil {
-		m.log = slog.New(system.NewConsoleHandler(os.Stderr, k, m.level))
+		m.console.SetKmsg(k)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d base mounts failed (see above)", failed)
@@ -265,7 +303,8 @@ func (m *machine) startControl() error {
 		return err
 	}
 	m.sv = sv
-	m.srv = &control.Server{SV: sv, Log: m.log, Timeline: m.timeline, Power: m.requestPower, Kexec: m.kexecRequest}
+	m.srv = &control.Server{SV: sv, Log: m.log, Timeline: m.timeline, Kexec: m.kexecRequest,
+		Power: func(a system.PowerAction) error { return m.requestPower("control API", a, nil) }}
 	if startLocalControl(m.log, m.srv, runDir) == nil {
 		return fmt.Errorf("no control API")
 	}
@@ -278,18 +317,6 @@ func (m *machine) startRemoteControl() error {
 	}
 	_, err := startRemoteControl(m.log, m.srv, m.cfg)
 	return err
-}
-
-// requestPower is the API's way to shut down: the main loop does it, once.
-func (m *machine) requestPower(a system.PowerAction) error {
-	m.log.Info("power request", "via", "control API", "action", a.String())
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.shutting {
-		return fmt.Errorf("%s: a shutdown is already under way", a)
-	}
-	m.power <- a
-	return nil
 }
 
 func (m *machine) timeline() control.Timeline {

@@ -11,9 +11,6 @@ import (
 
 // shutdown stops everything in order and calls reboot(2). It returns only if reboot(2) fails.
 func (m *machine) shutdown(action system.PowerAction) {
-	m.mu.Lock()
-	m.shutting = true
-	m.mu.Unlock()
 	start := time.Now()
 	steps := runSteps(m.log, []step{
 		{"stop services", m.stopServices},

@@ -36,6 +36,17 @@ func subreaperMain(args []string) int {
 		level.Set(slog.LevelDebug)
 	}
 	log := slog.New(system.NewConsoleHandler(os.Stderr, nil, level))
+	if err := system.CloseInheritedOnExec(); err != nil {
+		log.Warn("fds baton inherited may reach the services", "err", err)
+	}
+	// Caught, not ignored: SIG_IGN would pass to every service through execve. SIGHUP (the
+	// terminal that started baton closed) would otherwise end baton and orphan its services.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, unix.SIGHUP)
+	// Notified, so a write to a closed stdout or stderr pipe fails with EPIPE instead of
+	// killing baton. Never read: a full channel drops the signal, and logging each one would
+	// write to the broken pipe again.
+	signal.Notify(make(chan os.Signal, 1), unix.SIGPIPE)
 
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
@@ -80,7 +91,14 @@ func subreaperMain(args []string) int {
 	}
 	readyAt.Store(int64(time.Since(start)))
 	log.Info("all services started", "services", len(cfg.Service), "failed", failed, "run_dir", *runDir)
-	sig := <-stop
+	var sig os.Signal
+	for sig == nil {
+		select {
+		case <-hup:
+			log.Info("SIGHUP ignored (subreaper mode: baton keeps running and supervising; SIGTERM or SIGINT stops it)")
+		case sig = <-stop:
+		}
+	}
 	log.Info("stopping", "signal", sig.String())
 	for _, l := range listeners {
 		l.Close()

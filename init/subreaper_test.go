@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,8 +25,10 @@ func buildInit(t *testing.T) string {
 	return bin
 }
 
-// startInit runs init in subreaper mode and returns it with a reader of its log lines.
-func startInit(t *testing.T, bin, cfg string) (*exec.Cmd, *bufio.Scanner) {
+// startInit runs init in subreaper mode, with extra inherited fds from 3 on, and returns it
+// with its output, line by line (closed when it ends). The output is always drained, so init
+// never blocks on it, whatever the test waits for.
+func startInit(t *testing.T, bin, cfg string, extra ...*os.File) (*exec.Cmd, <-chan string) {
 	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "baton.toml")
@@ -35,53 +36,75 @@ func startInit(t *testing.T, bin, cfg string) (*exec.Cmd, *bufio.Scanner) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "--config", cfgPath, "--run-dir", filepath.Join(dir, "run"))
-	pr, pw := io.Pipe()
-	cmd.Stderr, cmd.Stdout = pw, pw
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr, cmd.Stdout, cmd.ExtraFiles = pw, pw, extra
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); pw.Close() })
-	return cmd, bufio.NewScanner(pr)
+	pw.Close()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	lines := make(chan string, 10000)
+	go func() {
+		defer pr.Close()
+		defer close(lines)
+		for sc := bufio.NewScanner(pr); sc.Scan(); {
+			lines <- sc.Text()
+		}
+	}()
+	return cmd, lines
 }
 
-func waitLine(t *testing.T, sc *bufio.Scanner, substr string) string {
+// waitLine returns the next line of init's output that contains substr.
+func waitLine(t *testing.T, lines <-chan string, substr string) string {
 	t.Helper()
-	found := make(chan string, 1)
-	go func() {
-		for sc.Scan() {
-			t.Log(sc.Text())
-			if strings.Contains(sc.Text(), substr) {
-				found <- sc.Text()
-				for sc.Scan() { // keep draining so the child never blocks on its output
-					t.Log(sc.Text())
-				}
-				return
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("output ended without %q", substr)
 			}
+			t.Log(line)
+			if strings.Contains(line, substr) {
+				return line
+			}
+		case <-timeout:
+			t.Fatalf("no %q within 10s", substr)
 		}
-		close(found)
-	}()
-	select {
-	case line, ok := <-found:
-		if !ok {
-			t.Fatalf("output ended without %q", substr)
-		}
-		return line
-	case <-time.After(10 * time.Second):
-		t.Fatalf("no %q within 10s", substr)
 	}
-	return ""
+}
+
+// stopInit sends SIGTERM and expects init to exit with status 0.
+func stopInit(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("init exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("init still running 10s after SIGTERM")
+	}
 }
 
 func TestSubreaperReapsOrphansAndStopsOnSIGTERM(t *testing.T) {
 	bin := buildInit(t)
 	pidFile := filepath.Join(t.TempDir(), "orphan.pid")
-	cmd, sc := startInit(t, bin, `
+	cmd, lines := startInit(t, bin, `
 [[service]]
 name = "orphaner"
 exec = ["/bin/sh", "-c", "sh -c 'sleep 1 & echo $! > `+pidFile+`'; exec sleep 1000"]
 stop_timeout = "2s"
 `)
-	waitLine(t, sc, "all services started")
+	waitLine(t, lines, "all services started")
 	var orphan int
 	deadline := time.Now().Add(5 * time.Second)
 	for orphan == 0 && time.Now().Before(deadline) {
@@ -106,20 +129,7 @@ stop_timeout = "2s"
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("init exited with %v after SIGTERM, want 0", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("init still running 10s after SIGTERM")
-	}
+	stopInit(t, cmd)
 }
 
 func TestSubreaperRefusesBadConfig(t *testing.T) {
@@ -134,4 +144,56 @@ func TestSubreaperRefusesBadConfig(t *testing.T) {
 	if !strings.Contains(string(out), cfg+":9: service.stop_timout: unknown key") {
 		t.Errorf("output does not name file, line and key:\n%s", out)
 	}
+}
+
+// A SIGHUP (the terminal that started baton closed) must not end it and orphan its services.
+func TestSubreaperSurvivesSIGHUP(t *testing.T) {
+	bin := buildInit(t)
+	cmd, lines := startInit(t, bin, `
+[[service]]
+name = "sleeper"
+exec = ["/bin/sh", "-c", "echo pid=$$; exec sleep 1000"]
+stop_timeout = "2s"
+`)
+	_, after, _ := strings.Cut(waitLine(t, lines, "sleeper: pid="), "sleeper: pid=")
+	pid, err := strconv.Atoi(after)
+	if err != nil {
+		t.Fatalf("service pid %q: %v", after, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLine(t, lines, "SIGHUP ignored")
+	if st, err := system.ReadProcStat(pid); err != nil || st.State == 'Z' || st.PPid != cmd.Process.Pid {
+		t.Errorf("service pid %d after SIGHUP: %+v, %v; want it running, a child of baton (%d)", pid, st, err, cmd.Process.Pid)
+	}
+	stopInit(t, cmd)
+}
+
+// Fds baton inherited (here fd 22) must not reach its services: a service with no sockets and
+// no fd store has exactly stdin, stdout, stderr and its control channel.
+func TestSubreaperPassesNoInheritedFdToServices(t *testing.T) {
+	bin := buildInit(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	extra := make([]*os.File, 20) // nil entries are closed in the child: r arrives as fd 22
+	extra[19] = r
+	// [ -e ] stats each /proc/$$/fd entry without opening anything, unlike ls or a glob.
+	cmd, lines := startInit(t, bin, `
+[[service]]
+name = "fds"
+exec = ["/bin/sh", "-c", "i=0; fds=; while [ $i -lt 1024 ]; do [ -e /proc/$$/fd/$i ] && fds=\"$fds $i\"; i=$((i+1)); done; echo \"fds:$fds ctl=$BATON_CTL_FD\"; exec sleep 1000"]
+ready = "started"
+stop_timeout = "2s"
+`, extra...)
+	_, got, _ := strings.Cut(waitLine(t, lines, "fds: fds:"), "fds: fds:")
+	fds, ctl, _ := strings.Cut(got, " ctl=")
+	if want := "0 1 2 " + ctl; strings.TrimSpace(fds) != want {
+		t.Errorf("service has fds %q, want %q (stdio and BATON_CTL_FD=%s)", strings.TrimSpace(fds), want, ctl)
+	}
+	stopInit(t, cmd)
 }

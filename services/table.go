@@ -142,10 +142,10 @@ func awaitStop(s *Service, req request) {
 		s.st.startAfter = false
 		s.outcome(errStopping)
 	}
-	beginStopWaiter(s, req)
+	addStopWaiter(s, req)
 }
 
-func beginStopWaiter(s *Service, req request) {
+func addStopWaiter(s *Service, req request) {
 	s.st.stopWaiters = append(s.st.stopWaiters, req.reply)
 	s.st.flushStore = s.st.flushStore || req.flush
 }
@@ -240,6 +240,7 @@ func (s *Service) restartOrEnd(failed bool) {
 		if failed {
 			s.enter(pFailed, time.Time{})
 		}
+		s.outcome(fmt.Errorf("%s ended and is not restarted (restart = %s)", s.Spec.Name, s.Spec.Restart))
 		return
 	}
 	if time.Since(s.st.started) >= s.Spec.RestartWindow.Duration {
@@ -250,6 +251,7 @@ func (s *Service) restartOrEnd(failed bool) {
 			s.Spec.RestartLimit, s.Spec.RestartWindow, s.Spec.Name)
 		s.log.Error("restart limit reached", "limit", s.Spec.RestartLimit, "window", s.Spec.RestartWindow)
 		s.enter(pFailed, time.Time{})
+		s.outcome(s.st.lastErr)
 		return
 	}
 	s.log.Info("restarting", "in", s.st.backoff)

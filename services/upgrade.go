@@ -139,6 +139,7 @@ func swapIn(s *Service) {
 	s.st.upgrades++
 	s.enter(pRunning, time.Time{}) // also when the old version ended meanwhile (pStarting)
 	s.armWatchdog()
+	s.outcome(nil) // a start asked for meanwhile
 	if old == nil {
 		s.log.Info("upgrade: new version ready; the old one had ended", "new_pid", g.pid)
 		closeFd(&up.oldEnd)

@@ -74,26 +74,34 @@ func applyLease(h *netlink.Handle, link netlink.Link, ack *dhcpv4.DHCPv4) error 
 	return nil
 }
 
+// renewLoop renews the lease for the life of PID 1; a panic in one renewal is logged and the
+// next one still happens, or the address would lapse when the lease ends.
 func renewLoop(log *slog.Logger, client *nclient4.Client, link netlink.Link, iface string, lease *nclient4.Lease) {
 	defer Recover(log, "dhcp renew "+iface)
 	for {
 		wait := lease.ACK.IPAddressLeaseTime(time.Hour) / 2
 		time.Sleep(max(wait, 30*time.Second))
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		renewed, err := client.Renew(ctx, lease)
-		cancel()
-		if err != nil {
-			log.Warn("dhcp renew failed; keeping the address and trying again", "interface", iface, "err", err)
-			continue
-		}
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-		if err != nil {
-			continue
-		}
-		if err := applyLease(h, link, renewed.ACK); err != nil {
-			log.Warn("dhcp renew", "interface", iface, "err", err)
-		}
-		h.Close()
-		lease = renewed
+		Contain(log, "dhcp renew "+iface, func() { lease = renewOnce(log, client, link, iface, lease) })
 	}
+}
+
+// renewOnce renews lease and applies the answer; it returns the lease to renew next time.
+func renewOnce(log *slog.Logger, client *nclient4.Client, link netlink.Link, iface string, lease *nclient4.Lease) *nclient4.Lease {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	renewed, err := client.Renew(ctx, lease)
+	cancel()
+	if err != nil {
+		log.Warn("dhcp renew failed; keeping the address and trying again", "interface", iface, "err", err)
+		return lease
+	}
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		log.Warn("dhcp renew: cannot apply the renewed lease", "interface", iface, "err", fmt.Errorf("netlink handle: %w", err))
+		return lease
+	}
+	defer h.Close()
+	if err := applyLease(h, link, renewed.ACK); err != nil {
+		log.Warn("dhcp renew", "interface", iface, "err", err)
+	}
+	return renewed
 }

@@ -17,16 +17,29 @@ import (
 // record, stamped with seconds since boot like the kernel's own lines, so a boot log reads
 // top to bottom with the kernel's.
 type ConsoleHandler struct {
-	mu    *sync.Mutex
-	out   io.Writer
-	kmsg  io.Writer // may be nil
+	w     *consoleWriters // shared with the handlers WithAttrs derives, so SetKmsg reaches them
 	level slog.Leveler
 	attrs string
 }
 
+type consoleWriters struct {
+	mu   sync.Mutex
+	out  io.Writer
+	kmsg io.Writer // nil until there is a /dev/kmsg
+}
+
 // NewConsoleHandler writes to out and, when kmsg is not nil, to the kernel log as well.
 func NewConsoleHandler(out, kmsg io.Writer, level slog.Leveler) *ConsoleHandler {
-	return &ConsoleHandler{mu: &sync.Mutex{}, out: out, kmsg: kmsg, level: level}
+	return &ConsoleHandler{w: &consoleWriters{out: out, kmsg: kmsg}, level: level}
+}
+
+// SetKmsg starts writing to the kernel log too, for this handler and every one derived from
+// it. PID 1 starts logging before /dev exists; replacing its logger once it does would race
+// with the goroutines already holding the old one.
+func (h *ConsoleHandler) SetKmsg(kmsg io.Writer) {
+	h.w.mu.Lock()
+	defer h.w.mu.Unlock()
+	h.w.kmsg = kmsg
 }
 
 // OpenKmsg opens /dev/kmsg for writing, or returns nil when it cannot (not PID 1, no devtmpfs).
@@ -57,16 +70,28 @@ func (h *ConsoleHandler) Handle(_ context.Context, r slog.Record) error {
 	if r.Level != slog.LevelInfo {
 		level = r.Level.String() + " "
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	fmt.Fprintf(h.out, "[%10.6f] baton: %s%s\n", Uptime().Seconds(), level, line)
-	if h.kmsg != nil && (r.Level >= slog.LevelWarn || h.toKmsg(r)) {
+	h.w.mu.Lock()
+	defer h.w.mu.Unlock()
+	fmt.Fprintf(h.w.out, "[%10.6f] baton: %s%s\n", Uptime().Seconds(), level, line)
+	if h.w.kmsg != nil && (r.Level >= slog.LevelWarn || h.toKmsg(r)) {
 		// Only warnings, errors and milestones go to the kernel log: the kernel rate-limits
 		// writers of /dev/kmsg (10 lines per 5 s) and echoes them to the console as well.
 		// A failed write must not stop console logging.
-		_, _ = fmt.Fprintf(h.kmsg, "<%d>baton: %s%s\n", kmsgPriority(r.Level), level, line)
+		_, _ = io.WriteString(h.w.kmsg, kmsgLine(fmt.Sprintf("<%d>baton: %s%s", kmsgPriority(r.Level), level, line)))
 	}
 	return nil
+}
+
+// kmsgMax is below the kernel's limit for one write to /dev/kmsg (992 bytes before 6.x, 1024
+// after): a longer write is refused whole (EINVAL), so a long line (a panic's stack) is cut
+// to fit instead of lost.
+const kmsgMax = 960
+
+func kmsgLine(s string) string {
+	if len(s) > kmsgMax {
+		s = s[:kmsgMax] + "…"
+	}
+	return s + "\n"
 }
 
 // KmsgKey marks a record for the kernel log whatever its level: log.Info("…", KmsgKey, true).

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -47,7 +48,7 @@ func NewReaper(log *slog.Logger) *Reaper {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGCHLD)
 	go func() {
-		defer Recover(log, "reaper")
+		defer Recover(log, "reaper") // reapAll contains its own panics; this is the last line
 		for range sigs {
 			r.reapAll()
 		}
@@ -83,11 +84,18 @@ func (r *Reaper) reapAll() {
 		if err != nil || pid <= 0 {
 			return // ECHILD: no children; 0: none has ended
 		}
-		r.deliver(Exit{Pid: pid, Status: ws})
+		// A panic in one delivery must not end the reaping: every later wait would hang.
+		Contain(r.log, "reaper: deliver the exit of pid "+strconv.Itoa(pid), func() { r.deliver(Exit{Pid: pid, Status: ws}) })
 	}
 }
 
+// deliverHook, when set by a test, runs at the start of each delivery (to inject a panic).
+var deliverHook func(Exit)
+
 func (r *Reaper) deliver(e Exit) {
+	if deliverHook != nil {
+		deliverHook(e)
+	}
 	r.mu.Lock()
 	ch, ok := r.waiters[e.Pid]
 	delete(r.waiters, e.Pid)
@@ -97,12 +105,4 @@ func (r *Reaper) deliver(e Exit) {
 		return
 	}
 	r.log.Debug("reaped orphan", "pid", e.Pid, "how", e.String())
-}
-
-// Recover turns a panic in a goroutine into a log line: a panic must never take PID 1, and
-// with it the kernel, down.
-func Recover(log *slog.Logger, what string) {
-	if p := recover(); p != nil {
-		log.Error("recovered from panic", "in", what, "panic", fmt.Sprint(p))
-	}
 }

@@ -39,19 +39,21 @@ func startControl() {
 		go func() {
 			buf, oob := make([]byte, 64), make([]byte, unix.CmsgSpace(4))
 			for {
-				n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, 0)
+				n, got, err := recvFds(fd, buf, oob)
 				if err != nil || n == 0 {
 					return // baton closed it: this process is no longer supervised as a generation
 				}
 				if string(buf[:n]) != "HANDOFF" {
+					closeFds(got)
 					continue
 				}
-				if got := rightsFrom(oob[:oobn]); len(got) == 1 {
-					unix.CloseOnExec(got[0])
+				if len(got) == 1 {
 					succMu.Lock()
 					successor = got[0]
 					succMu.Unlock()
 					_, _ = unix.Write(fd, []byte("ACK"))
+				} else {
+					closeFds(got)
 				}
 			}
 		}()
@@ -124,15 +126,12 @@ func Inherited() <-chan Adopted {
 		defer unix.Close(fd)
 		buf, oob := make([]byte, MaxState+1), make([]byte, unix.CmsgSpace(4*4))
 		for {
-			n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, 0)
+			n, got, err := recvFds(fd, buf, oob)
 			if err != nil || n == 0 {
 				return
 			}
-			got := rightsFrom(oob[:oobn])
 			if len(got) != 1 {
-				for _, g := range got {
-					unix.Close(g)
-				}
+				closeFds(got)
 				continue
 			}
 			f := os.NewFile(uintptr(got[0]), "handoff")
@@ -145,6 +144,23 @@ func Inherited() <-chan Adopted {
 		}
 	}()
 	return ch
+}
+
+// recvFds receives one message and the fds it carries, close-on-exec from the start
+// (MSG_CMSG_CLOEXEC): marking them afterwards would leave a moment in which a child this
+// process starts inherits a connection or a channel it must not hold.
+func recvFds(fd int, buf, oob []byte) (n int, fds []int, err error) {
+	n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, rightsFrom(oob[:oobn]), nil
+}
+
+func closeFds(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 }
 
 func rightsFrom(oob []byte) []int {

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 const listenFdsStart = 3
@@ -36,6 +38,9 @@ func Files() ([]*os.File, error) {
 			if i < len(names) && names[i] != "" {
 				name = names[i]
 			}
+			// The service's own children must not inherit its listening sockets (as
+			// go-systemd's activation.Files): they arrive without FD_CLOEXEC.
+			unix.CloseOnExec(listenFdsStart + i)
 			files = append(files, os.NewFile(uintptr(listenFdsStart+i), name))
 		}
 		// Children of the service must not take these for their own.
