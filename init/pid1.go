@@ -63,6 +63,9 @@ func pid1Main() {
 	// power request during boot must not be lost.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGUSR2)
+	// A write to a console pipe whose reader is gone must fail with EPIPE, not end PID 1
+	// (Go's default for fds 1 and 2). Never read: logging it would write to the pipe again.
+	signal.Notify(make(chan os.Signal, 1), unix.SIGPIPE)
 	go m.powerSignals(sigs)
 	if err := system.CloseInheritedOnExec(); err != nil {
 		m.log.Warn("fds the kernel or an initramfs left open may reach the services", "err", err)
@@ -86,9 +89,22 @@ func pid1Main() {
 		"kernel_to_services", total.Round(time.Millisecond), "failed_steps", failed, system.KmsgKey, true)
 
 	for action := range m.power {
-		m.shutdown(action)
+		m.powerAction(action)
 		// Only reached when reboot(2) failed: keep running and reaping, and listen again.
 	}
+}
+
+// powerAction shuts down and powers off, reboots or jumps. A panic on the way is a bug in
+// baton: it is reported and the machine comes back as after a failed power action (services
+// started again, power requests accepted again), instead of being left half shut down.
+func (m *machine) powerAction(action system.PowerAction) {
+	defer func() {
+		if p := recover(); p != nil {
+			system.LogPanic(m.log, "shutdown ("+action.String()+")", p)
+			system.Contain(m.log, "recovery after a failed shutdown", m.recover)
+		}
+	}()
+	m.shutdown(action)
 }
 
 // newMachine is PID 1's state before the boot; it logs to console, and to the kernel log

@@ -2,7 +2,6 @@ package services
 
 import (
 	"fmt"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -147,8 +146,7 @@ func (s *Service) safely(step func()) {
 		if p == nil {
 			return
 		}
-		s.log.Error("recovered from panic in the service's loop; marking it failed", "panic", fmt.Sprint(p),
-			"stack", string(debug.Stack()), system.KmsgKey, true)
+		system.LogPanic(s.log, "the loop of service "+s.Spec.Name+" (marked failed)", p)
 		func() {
 			defer func() { _ = recover() }() // the recovery itself must not take the loop down
 			s.afterPanic(fmt.Errorf("internal error in baton (panic: %v); initctl start %s to try again", p, s.Spec.Name))

@@ -1,9 +1,7 @@
 package services
 
 import (
-	"fmt"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -62,8 +60,7 @@ func (s *Service) readNotify() {
 func (s *Service) readOneNotify() (more bool) {
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error("recovered from panic reading notify datagrams", "panic", fmt.Sprint(p),
-				"stack", string(debug.Stack()), system.KmsgKey, true)
+			system.LogPanic(s.log, "notify reader of "+s.Spec.Name, p)
 			more = true
 		}
 	}()

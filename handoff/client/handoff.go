@@ -49,6 +49,9 @@ func startControl() {
 				}
 				if len(got) == 1 {
 					succMu.Lock()
+					if successor >= 0 { // an earlier offer not taken: the latest one counts
+						unix.Close(successor)
+					}
 					successor = got[0]
 					succMu.Unlock()
 					_, _ = unix.Write(fd, []byte("ACK"))
