@@ -119,6 +119,9 @@ type Service struct {
 	FDStoreMax int `toml:"fdstore_max"`
 	// UpgradeTimeout bounds how long a new version has to become ready during an upgrade.
 	UpgradeTimeout Duration `toml:"upgrade_timeout"`
+	// UpgradeSettle is how long the new version of a ready = "started" service must stay up
+	// before the old one gets its stop signal (notify services prove readiness with READY=1).
+	UpgradeSettle Duration `toml:"upgrade_settle"`
 
 	Socket []Socket `toml:"socket"`
 }
@@ -169,6 +172,7 @@ const (
 	DefaultRestartWindow   = 10 * time.Second
 	DefaultStopSignal      = "SIGTERM"
 	DefaultUpgradeTimeout  = 30 * time.Second
+	DefaultUpgradeSettle   = time.Second
 	DefaultBacklog         = 4096
 )
 
@@ -290,6 +294,7 @@ func (s *Service) ApplyDefaults() {
 	setDefault(&s.RestartDelayMax, DefaultRestartDelayMax)
 	setDefault(&s.RestartWindow, DefaultRestartWindow)
 	setDefault(&s.UpgradeTimeout, DefaultUpgradeTimeout)
+	setDefault(&s.UpgradeSettle, DefaultUpgradeSettle)
 	for i := range s.Socket {
 		so := &s.Socket[i]
 		if so.Name == "" {

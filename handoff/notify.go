@@ -71,16 +71,26 @@ func (n *NotifySocket) Close() error {
 // kernel); the message itself is still returned.
 var ErrTruncated = errors.New("notify message control data truncated (MSG_CTRUNC): fds were dropped")
 
+// MaxNotify is the largest datagram read whole, systemd's NOTIFY_BUFFER_MAX (PIPE_BUF).
+const MaxNotify = 4096
+
+// ErrTooLarge means a datagram was longer than MaxNotify: its text was cut, so it is returned
+// without fields (a cut "WATCHDOG_USEC=30000000" would read as 3 µs); the caller drops it.
+var ErrTooLarge = fmt.Errorf("notify message longer than %d bytes (MSG_TRUNC): dropped", MaxNotify)
+
 // Read waits for the next datagram. A datagram without credentials has Pid 0 and must be
 // dropped by the caller.
 func (n *NotifySocket) Read() (Message, error) {
-	buf := make([]byte, 4096)
+	buf := make([]byte, MaxNotify)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(4*maxFds))
 	nb, noob, flags, _, err := n.conn.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return Message{}, err
 	}
-	m := Message{Fields: ParseNotify(buf[:nb])}
+	m := Message{Fields: map[string]string{}}
+	if flags&unix.MSG_TRUNC == 0 {
+		m.Fields = ParseNotify(buf[:nb])
+	}
 	cmsgs, perr := unix.ParseSocketControlMessage(oob[:noob])
 	if perr != nil {
 		return m, fmt.Errorf("notify: control data: %w", perr)
@@ -100,7 +110,10 @@ func (n *NotifySocket) Read() (Message, error) {
 			}
 		}
 	}
-	if flags&unix.MSG_CTRUNC != 0 {
+	switch {
+	case flags&unix.MSG_TRUNC != 0:
+		return m, ErrTooLarge
+	case flags&unix.MSG_CTRUNC != 0:
 		return m, ErrTruncated
 	}
 	return m, nil

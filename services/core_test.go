@@ -190,7 +190,10 @@ func TestOldVersionNotifyDuringUpgradeIsNotForged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st := sv.Service("u").Status()
+	// Each old version's STOPPING=1 may be read after the upgrade's answer.
+	s := sv.Service("u")
+	s.WaitUntil(func(st Status) bool { return st.NotifyLate+st.NotifyDropped >= 3 }, 5*time.Second)
+	st := s.Status()
 	if st.NotifyDropped != 0 || st.NotifyLate < 3 || st.Upgrades != 3 {
 		t.Fatalf("after 3 upgrades: dropped %d (want 0), late %d (want ≥ 3): %+v", st.NotifyDropped, st.NotifyLate, st)
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -60,6 +61,14 @@ func helper(mode string) {
 		<-term
 		client.Stopping()
 		os.Exit(0)
+	case "notify-send": // sends each of $NOTIFY_MSGS ("|"-separated; \n for a newline) in order
+		fmt.Println("started with WATCHDOG_USEC=" + os.Getenv("WATCHDOG_USEC"))
+		for _, m := range strings.Split(os.Getenv("NOTIFY_MSGS"), "|") {
+			if err := client.Notify(strings.ReplaceAll(m, `\n`, "\n")); err != nil {
+				fmt.Println("notify:", err)
+			}
+		}
+		fmt.Println("sent")
 	case "env": // prints its environment, then stays up
 		for _, kv := range os.Environ() {
 			fmt.Println("env:", kv)

@@ -64,12 +64,16 @@ func (s *Service) handle(in input) {
 // process group is killed (and, once no generation is left, what is left in the cgroup), so a
 // restart starts clean; then the table (main generation) or the upgrade decides.
 func (s *Service) reaped(g *generation, exit system.Exit) {
-	g.exit, g.ended = exit, true
+	g.exit, g.ended, g.endedAt = exit, true, time.Now()
 	for i, x := range s.st.gens {
 		if x == g {
 			s.st.gens = append(s.st.gens[:i], s.st.gens[i+1:]...)
 			break
 		}
+	}
+	s.st.ended = append(s.st.ended, g)
+	if len(s.st.ended) > maxEnded {
+		s.st.ended = s.st.ended[1:]
 	}
 	killGroup(g)
 	closeFd(&g.ctl)
@@ -85,6 +89,12 @@ func (s *Service) reaped(g *generation, exit system.Exit) {
 		s.upgradeEvent(uOldExit)
 	}
 }
+
+// maxEnded and endedGrace bound how long a reaped generation's late datagrams are accepted.
+const (
+	maxEnded   = 8
+	endedGrace = 5 * time.Second
+)
 
 // settle closes a stop once every generation is gone, and starts again if asked meanwhile.
 func (s *Service) settle() {
@@ -119,6 +129,9 @@ func (s *Service) settle() {
 // nextDeadline is when the loop must look again without an input; zero for never.
 func (s *Service) nextDeadline() time.Time {
 	d := s.st.deadline
+	if w := s.nextWarnFlush(); !w.IsZero() && (d.IsZero() || w.Before(d)) {
+		d = w
+	}
 	if up := s.st.up; up != nil && !up.deadline.IsZero() && (d.IsZero() || up.deadline.Before(d)) {
 		d = up.deadline
 	}
@@ -127,6 +140,7 @@ func (s *Service) nextDeadline() time.Time {
 
 func (s *Service) deadlinesPassed(now time.Time) {
 	due := func(t time.Time) bool { return !t.IsZero() && !now.Before(t) }
+	s.flushWarnings(now)
 	if due(s.st.deadline) {
 		s.st.deadline = time.Time{}
 		s.event(eDeadline)

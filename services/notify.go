@@ -1,11 +1,14 @@
 package services
 
 import (
+	"errors"
+	"math"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/system"
 )
 
@@ -68,10 +71,7 @@ func (s *Service) readOneNotify() (more bool) {
 	if err != nil && m.Fields == nil {
 		return false // socket closed
 	}
-	if err != nil {
-		s.log.Warn("notify", "err", err)
-	}
-	n := notified{msg: m, sender: readSender(m.Pid)}
+	n := notified{msg: m, err: err, sender: readSender(m.Pid)}
 	if v, ok := m.Fields["MAINPID"]; ok {
 		if pid, err := strconv.Atoi(v); err == nil {
 			n.mainPid = readSender(pid)
@@ -106,6 +106,11 @@ func (s *Service) generationOf(who sender) *generation {
 	if s.st.cur != nil && s.st.cgroup != "" && who.cgroup != "" && strings.HasSuffix(s.st.cgroup, who.cgroup) {
 		return s.st.cur
 	}
+	for _, g := range s.st.ended {
+		if time.Since(g.endedAt) < endedGrace && (g.pid == who.pid || (who.pgrp != 0 && g.pid == who.pgrp)) {
+			return g
+		}
+	}
 	return nil
 }
 
@@ -117,8 +122,16 @@ func (s *Service) onNotify(n notified) {
 	if g == nil {
 		m.CloseFds()
 		s.st.notifyDropped++
-		s.log.Warn("notify message from a process outside the service dropped", "pid", m.Pid)
+		s.warn("stranger", "notify message from a process outside the service dropped", "pid", m.Pid)
 		return
+	}
+	if errors.Is(n.err, handoff.ErrTooLarge) { // acting on a cut message could misread a key
+		m.CloseFds()
+		s.warn("too-large", "notify message dropped", "pid", m.Pid, "err", n.err)
+		return
+	}
+	if n.err != nil {
+		s.warn("read", "notify message", "pid", m.Pid, "err", n.err)
 	}
 	if f["FDSTORE"] == "1" && len(m.Fds) > 0 {
 		name := f["FDNAME"]
@@ -126,7 +139,7 @@ func (s *Service) onNotify(n notified) {
 			name = "stored"
 		}
 		if err := s.store.Add(name, m.Fds, f["FDPOLL"] != "0"); err != nil {
-			s.log.Warn("fd store", "err", err)
+			s.warn("fdstore", "fd store", "err", err)
 		} else {
 			s.log.Info("fd stored", "name", name, "count", len(m.Fds))
 		}
@@ -138,8 +151,8 @@ func (s *Service) onNotify(n notified) {
 	}
 	extend := time.Duration(-1)
 	if v, ok := f["EXTEND_TIMEOUT_USEC"]; ok {
-		if us, err := strconv.ParseInt(v, 10, 64); err == nil && us >= 0 {
-			extend = time.Duration(us) * time.Microsecond
+		if d, ok := s.usec("EXTEND_TIMEOUT_USEC", v); ok {
+			extend = d
 		}
 	}
 	up := s.st.up
@@ -172,7 +185,7 @@ func (s *Service) onNotify(n notified) {
 func (s *Service) fromMain(n notified, extend time.Duration) {
 	f := n.msg.Fields
 	if v, ok := f["STATUS"]; ok {
-		s.st.statusMsg = v
+		s.st.statusMsg = escapeControls(v)
 	}
 	if v, ok := f["MAINPID"]; ok {
 		if pid, err := strconv.Atoi(v); err == nil && pid == n.mainPid.pid && s.generationOf(n.mainPid) == s.st.cur {
@@ -189,8 +202,8 @@ func (s *Service) fromMain(n notified, extend time.Duration) {
 		s.st.selfStopping = true
 	}
 	if v, ok := f["WATCHDOG_USEC"]; ok {
-		if us, err := strconv.ParseInt(v, 10, 64); err == nil && us > 0 {
-			s.st.wdInterval = time.Duration(us) * time.Microsecond
+		if d, ok := s.usec("WATCHDOG_USEC", v); ok && d > 0 {
+			s.st.wdInterval = d // for this run: the next start goes back to the config's
 			s.armWatchdog()
 		}
 	}
@@ -205,6 +218,20 @@ func (s *Service) fromMain(n notified, extend time.Duration) {
 	if extend >= 0 && s.st.phase == pStarting && !s.st.deadline.IsZero() {
 		s.st.deadline = later(s.st.deadline, time.Now().Add(extend))
 	}
+}
+
+// maxUsec is the largest microsecond count a time.Duration holds (about 292 years).
+const maxUsec = math.MaxInt64 / int64(time.Microsecond)
+
+// usec parses a notify key's microseconds. A value that does not fit a Duration is refused
+// (it would wrap: 18446744073709552 µs read as 384 ns killed a service at once).
+func (s *Service) usec(key, v string) (time.Duration, bool) {
+	us, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || us > uint64(maxUsec) {
+		s.warn("bad-usec", "notify: value refused (not a number of microseconds that fits)", "key", key, "value", quoteShort(v))
+		return 0, false
+	}
+	return time.Duration(us) * time.Microsecond, true
 }
 
 func later(a, b time.Time) time.Time {

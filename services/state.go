@@ -39,15 +39,19 @@ type generation struct {
 	killedFor string
 	exit      system.Exit // valid once ended
 	ended     bool
+	endedAt   time.Time
 }
 
 // state is everything the loop knows about its service. Only the loop reads or writes it.
 type state struct {
-	phase        phase
-	gens         []*generation // every generation not reaped yet
-	cur          *generation   // the main process, nil when none
-	up           *upgrade      // an upgrade under way
-	selfStopping bool          // STOPPING=1 from the running service
+	phase phase
+	gens  []*generation // every generation not reaped yet
+	// ended are the generations reaped lately: a datagram a process sent just before it
+	// exited may be read after its exit is handled; it is late, not forged.
+	ended        []*generation
+	cur          *generation // the main process, nil when none
+	up           *upgrade    // an upgrade under way
+	selfStopping bool        // STOPPING=1 from the running service
 
 	// The phase's deadline (restart at, ready by, next WATCHDOG=1 by, SIGKILL at); zero for
 	// none. The loop's one timer fires at it or at the upgrade's, whichever is nearer.
@@ -82,6 +86,8 @@ type state struct {
 	mainPid       int // MAINPID= as the service reported it
 	notifyDropped int // notify datagrams refused: not from the service's processes
 	notifyLate    int // from a generation that is ending (old version, a stopping service)
+
+	warns map[string]*warnKind // rate-limited warnings (warn.go)
 }
 
 func newState(spec config.Service) state {
@@ -130,6 +136,7 @@ type exited struct {
 // notify goroutine, so the loop never walks /proc).
 type notified struct {
 	msg     handoff.Message
+	err     error // what went wrong reading it (truncated control data, too large)
 	sender  sender
 	mainPid sender // the process MAINPID= names, if any
 }

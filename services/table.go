@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/baton-init/baton/config"
 )
 
@@ -286,7 +288,18 @@ func (s *Service) overRestartLimit() bool {
 
 // run starts the program; failing to start is the attempt's outcome.
 func (s *Service) run() {
+	s.st.wdInterval = s.Spec.Watchdog.Duration // WATCHDOG_USEC= lasts one run, as in systemd
 	g, err := s.spawn(s.Spec.Exec[0], -1)
+	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+		// baton's shortage, not the service's failure: it does not count towards
+		// restart_limit, and the start is tried again (backing off) until fds are back.
+		s.st.lastErr = fmt.Errorf("%w; trying again (not counted towards restart_limit)", err)
+		s.warn("no-fds", "start failed: out of file descriptors; trying again", "err", err)
+		s.outcome(s.st.lastErr)
+		s.enter(pBackoff, time.Now().Add(s.st.backoff))
+		s.st.backoff = min(s.st.backoff*2, s.Spec.RestartDelayMax.Duration)
+		return
+	}
 	if err != nil {
 		s.st.lastErr = err
 		s.log.Error("start failed", "err", err)

@@ -3,6 +3,7 @@ package services
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -48,6 +49,7 @@ type upStep int
 
 const (
 	uWaitReady upStep = iota // new version started; old serving
+	uSettling                // ready = "started": the new version must stay up upgrade_settle
 	uOffered                 // new version is the service; handoff offered to the old one
 	uDraining                // old version has its stop signal
 	uAborting                // new version killed; waiting for it to be reaped
@@ -70,6 +72,7 @@ const (
 // after the swap signals the old version with every other generation).
 var upTable = [nUpSteps][nUpEvents]func(*Service){
 	uWaitReady: {uReady: swapIn, uNewExit: newEndedEarly, uTimeout: abortNotReady, uStop: abortForStop},
+	uSettling:  {uNewExit: newEndedEarly, uTimeout: swapIn, uStop: abortForStop},
 	uOffered:   {uOldExit: upgradeDone, uAck: drainOld, uTimeout: drainOld},
 	uDraining:  {uOldExit: upgradeDone, uTimeout: killOld},
 	uAborting:  {uNewExit: upgradeFailed},
@@ -96,9 +99,13 @@ func beginUpgrade(s *Service, req request) {
 		execPath = s.Spec.Exec[0]
 	}
 	rep := UpgradeReport{Exec: execPath}
+	if !filepath.IsAbs(execPath) {
+		s.answer(req.reply, reply{err: fmt.Errorf("exec %q: want an absolute path", execPath), upgrade: rep})
+		return
+	}
 	if up := s.st.up; up != nil {
 		pid := up.rep.NewPid
-		s.answer(req.reply, reply{err: fmt.Errorf("%s: %w (new version pid %d)", s.Spec.Name, ErrUpgradeInProgress, pid), upgrade: rep})
+		s.answer(req.reply, reply{err: fmt.Errorf("%w (new version pid %d)", ErrUpgradeInProgress, pid), upgrade: rep})
 		return
 	}
 	if s.st.selfStopping {
@@ -109,14 +116,14 @@ func beginUpgrade(s *Service, req request) {
 	// control channel once the new version is ready.
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		s.answer(req.reply, reply{err: fmt.Errorf("upgrade %s: handoff channel: %w", s.Spec.Name, err), upgrade: rep})
+		s.answer(req.reply, reply{err: fmt.Errorf("handoff channel: %w", err), upgrade: rep})
 		return
 	}
 	g, err := s.spawn(execPath, pair[1])
 	unix.Close(pair[1])
 	if err != nil {
 		unix.Close(pair[0])
-		s.answer(req.reply, reply{err: fmt.Errorf("upgrade %s: %w", s.Spec.Name, err), upgrade: rep})
+		s.answer(req.reply, reply{err: err, upgrade: rep})
 		return
 	}
 	rep.OldPid, rep.NewPid = s.st.cur.pid, g.pid
@@ -124,7 +131,9 @@ func beginUpgrade(s *Service, req request) {
 		deadline: g.started.Add(s.Spec.UpgradeTimeout.Duration)}
 	s.log.Info("upgrade: new version started", "old_pid", rep.OldPid, "new_pid", g.pid, "exec", execPath)
 	if s.Spec.Ready != config.ReadyNotify {
-		swapIn(s)
+		// Nothing proves it works but staying up: a binary that exits at once must not
+		// replace one that serves.
+		s.st.up.step, s.st.up.deadline = uSettling, g.started.Add(s.Spec.UpgradeSettle.Duration)
 	}
 }
 
@@ -204,7 +213,11 @@ func upgradeDone(s *Service) {
 }
 
 func newEndedEarly(s *Service) {
-	s.st.up.reason = fmt.Sprintf("it %s before READY=1", s.st.up.new.exit)
+	up := s.st.up
+	up.reason = fmt.Sprintf("it %s before READY=1", up.new.exit)
+	if up.step == uSettling {
+		up.reason = fmt.Sprintf("it %s within upgrade_settle %s", up.new.exit, s.Spec.UpgradeSettle)
+	}
 	upgradeFailed(s)
 }
 
@@ -231,8 +244,8 @@ func upgradeFailed(s *Service) {
 		serving = fmt.Sprintf("old version (pid %d) %s meanwhile", up.rep.OldPid, up.oldExit)
 	}
 	s.log.Error("upgrade failed", "new_pid", up.rep.NewPid, "reason", up.reason, "old", serving)
-	s.answer(up.reply, reply{upgrade: up.rep, err: fmt.Errorf("upgrade %s: new version (pid %d) killed: %s; %s",
-		s.Spec.Name, up.rep.NewPid, up.reason, serving)})
+	s.answer(up.reply, reply{upgrade: up.rep, err: fmt.Errorf("new version (pid %d) killed: %s; %s",
+		up.rep.NewPid, up.reason, serving)})
 	if up.oldExit != nil && s.st.phase == pStarting && s.st.cur == nil {
 		failed := !up.oldExit.Success()
 		if failed {
