@@ -24,12 +24,14 @@ type ServiceList struct {
 
 // ActionResult is the answer to start, stop, restart and power actions.
 type ActionResult struct {
-	Service string                  `json:"service,omitempty"`
-	Action  string                  `json:"action"`
-	Took    string                  `json:"took"`
-	Killed  []string                `json:"killed,omitempty"` // services that needed SIGKILL
-	Status  *services.Status        `json:"status,omitempty"`
-	Upgrade *services.UpgradeReport `json:"upgrade,omitempty"`
+	Service string   `json:"service,omitempty"`
+	Action  string   `json:"action"`
+	Took    string   `json:"took"`
+	Killed  []string `json:"killed,omitempty"` // services that needed SIGKILL
+	// AlsoStopped: a stop stops the services that require the service first.
+	AlsoStopped []string                `json:"also_stopped,omitempty"`
+	Status      *services.Status        `json:"status,omitempty"`
+	Upgrade     *services.UpgradeReport `json:"upgrade,omitempty"`
 }
 
 // Timeline is GET /v1/boot: where boot time went.

@@ -221,6 +221,9 @@ func (ic *initctl) action(action string) func([]string) error {
 				return err
 			}
 			msg := fmt.Sprintf("%s: %s in %s", name, r.Status.State, r.Took)
+			if len(r.AlsoStopped) > 0 {
+				msg += fmt.Sprintf(" (stopped first, as they require it: %s)", strings.Join(r.AlsoStopped, ", "))
+			}
 			if len(r.Killed) > 0 {
 				msg += fmt.Sprintf(" (killed after stop_timeout: %s)", strings.Join(r.Killed, ", "))
 			}

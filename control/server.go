@@ -199,12 +199,14 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 	name, action := r.PathValue("name"), r.PathValue("action")
 	start := time.Now()
 	var err error
-	var killed []string
+	var killed, also []string
 	switch action {
 	case "start":
 		err = s.SV.Start(name)
 	case "stop":
-		killed, err = s.SV.Stop(name)
+		var res services.StopResult
+		res, err = s.SV.StopReport(name)
+		killed, also = res.Killed, res.Also
 	case "restart":
 		err = s.SV.Restart(name)
 	case "upgrade":
@@ -226,7 +228,7 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("%s %s: %v", action, name, err))
 		return
 	}
-	writeJSON(w, http.StatusOK, ActionResult{Service: name, Action: action, Took: time.Since(start).Round(time.Millisecond).String(), Killed: killed, Status: &st})
+	writeJSON(w, http.StatusOK, ActionResult{Service: name, Action: action, Took: time.Since(start).Round(time.Millisecond).String(), Killed: killed, AlsoStopped: also, Status: &st})
 }
 
 // logs writes the last n lines as JSON; with follow=1 it then streams new lines as JSON lines

@@ -459,8 +459,12 @@ func TestStopStopsDependentsFirst(t *testing.T) {
 		config.Service{Name: "app", Exec: sh("sleep 100"), Requires: []string{"db"}},
 	)
 	sv.StartAll()
-	if _, err := sv.Stop("db"); err != nil {
+	res, err := sv.StopReport("db")
+	if err != nil {
 		t.Fatal(err)
+	}
+	if strings.Join(res.Also, ",") != "app" { // said, not only done (issue 11)
+		t.Errorf("stopping db also stopped %q, want app", res.Also)
 	}
 	for _, n := range []string{"app", "db"} {
 		if st := sv.Service(n).Status(); st.State != Stopped {

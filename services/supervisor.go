@@ -116,26 +116,44 @@ func (sv *Supervisor) Start(name string) error {
 // Stop stops a service and, first, the services that require it. It reports the services
 // that had to be killed.
 func (sv *Supervisor) Stop(name string) ([]string, error) {
+	r, err := sv.StopReport(name)
+	return r.Killed, err
+}
+
+// StopResult says what a stop did beside the service asked for.
+type StopResult struct {
+	Also   []string // services that require it and were stopped first (those that ran)
+	Killed []string // services that needed SIGKILL after their stop_timeout
+}
+
+// StopReport stops a service and, first, the services that require it, and reports both.
+func (sv *Supervisor) StopReport(name string) (StopResult, error) {
 	s, ok := sv.byName[name]
 	if !ok {
-		return nil, unknown(name)
+		return StopResult{}, unknown(name)
 	}
-	var killed []string
+	var res StopResult
 	for i := len(sv.services) - 1; i >= 0; i-- {
 		d := sv.services[i]
 		for _, r := range d.Spec.Requires {
-			if r == name {
-				k, _ := sv.Stop(d.Spec.Name)
-				killed = append(killed, k...)
+			if r != name {
+				continue
 			}
+			wasUp := d.Status().State != Stopped
+			sub, _ := sv.StopReport(d.Spec.Name)
+			res.Also = append(res.Also, sub.Also...)
+			if wasUp {
+				res.Also = append(res.Also, d.Spec.Name)
+			}
+			res.Killed = append(res.Killed, sub.Killed...)
 		}
 	}
 	// An explicit stop flushes the fd store; crashes, restarts and upgrades keep it.
 	rep := s.request(request{op: opStop, flush: true})
 	if rep.killed {
-		killed = append(killed, name)
+		res.Killed = append(res.Killed, name)
 	}
-	return killed, rep.err
+	return res, rep.err
 }
 
 // Restart stops and starts a service, and returns when it is ready again.
