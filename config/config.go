@@ -149,10 +149,10 @@ type Duration struct{ time.Duration }
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("%q is not a duration (write e.g. \"10s\" or \"1m30s\")", b)
+		return fmt.Errorf("%s is not a duration (write e.g. \"10s\" or \"1m30s\")", quote(string(b)))
 	}
 	if v < 0 {
-		return fmt.Errorf("%q is negative", b)
+		return fmt.Errorf("%s is negative", quote(string(b)))
 	}
 	d.Duration = v
 	return nil
@@ -192,7 +192,7 @@ func (e *Error) Error() string {
 	}
 	b.WriteString(": ")
 	if e.Key != "" {
-		b.WriteString(e.Key)
+		b.WriteString(clip(e.Key)) // a key can be as long as the file
 		b.WriteString(": ")
 	}
 	b.WriteString(e.Msg)
@@ -200,16 +200,34 @@ func (e *Error) Error() string {
 }
 
 // Load reads and validates the config file at path.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return LoadFor(path, Accounts{}) }
+
+// LoadFor reads and validates the config file at path, and checks that the users and groups
+// it names exist where it will run.
+func LoadFor(path string, acct Accounts) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data)
+	return ParseFor(path, data, acct)
+}
+
+// Accounts resolves the user and group names of a config against the passwd and group files
+// of the system that will run it (PID 1: the image's; mkimage: the image being built). A nil
+// function skips that check.
+type Accounts struct {
+	User  func(name string) error
+	Group func(name string) error
 }
 
 // Parse decodes and validates data; name is used in errors.
-func Parse(name string, data []byte) (*Config, error) {
+func Parse(name string, data []byte) (*Config, error) { return ParseFor(name, data, Accounts{}) }
+
+// ParseFor decodes and validates data and checks its users and groups with acct.
+func ParseFor(name string, data []byte, acct Accounts) (*Config, error) {
+	if err := unknownKeys(name, data); err != nil {
+		return nil, err
+	}
 	var c Config
 	dec := toml.NewDecoder(strings.NewReader(string(data)))
 	dec.DisallowUnknownFields()
@@ -217,12 +235,19 @@ func Parse(name string, data []byte) (*Config, error) {
 		return nil, decodeError(name, data, err)
 	}
 	c.applyDefaults()
-	if errs := c.validate(); len(errs) > 0 {
+	errs := c.validate()
+	if len(errs) == 0 {
+		errs = c.checkAccounts(acct)
+	}
+	if len(errs) > 0 {
 		lines := positions(data)
-		out := make([]error, 0, len(errs))
-		for _, e := range errs {
+		out := make([]error, 0, min(len(errs), MaxErrors)+1)
+		for _, e := range errs[:min(len(errs), MaxErrors)] {
 			ce := &Error{File: name, Key: e.key, Msg: e.msg, Line: lines.lineOf(e.key)}
 			out = append(out, ce)
+		}
+		if len(errs) > MaxErrors {
+			out = append(out, fmt.Errorf("%s: and %d more problems", name, len(errs)-MaxErrors))
 		}
 		return nil, errors.Join(out...)
 	}
@@ -233,12 +258,15 @@ func Parse(name string, data []byte) (*Config, error) {
 func decodeError(name string, data []byte, err error) error {
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) {
-		out := make([]error, 0, len(strict.Errors))
-		for i := range strict.Errors {
+		out := make([]error, 0, min(len(strict.Errors), MaxErrors)+1)
+		for i := range strict.Errors[:min(len(strict.Errors), MaxErrors)] {
 			de := &strict.Errors[i]
 			line, _ := de.Position()
 			out = append(out, &Error{File: name, Line: line, Key: strings.Join(de.Key(), "."),
 				Msg: "unknown key"})
+		}
+		if n := len(strict.Errors) - MaxErrors; n > 0 {
+			out = append(out, fmt.Errorf("%s: and %d more unknown keys", name, n))
 		}
 		return errors.Join(out...)
 	}
@@ -246,9 +274,9 @@ func decodeError(name string, data []byte, err error) error {
 	if errors.As(err, &de) {
 		line, _ := de.Position()
 		msg := strings.TrimPrefix(de.Error(), "toml: ")
-		return &Error{File: name, Line: line, Key: strings.Join(de.Key(), "."), Msg: msg}
+		return &Error{File: name, Line: line, Key: strings.Join(de.Key(), "."), Msg: clip(msg)}
 	}
-	return &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+	return &Error{File: name, Msg: clip(strings.TrimPrefix(err.Error(), "toml: "))}
 }
 
 func (c *Config) applyDefaults() {

@@ -29,19 +29,19 @@ func (l Listen) IsUnix() bool { return strings.HasPrefix(l.Network, "unix") }
 func ParseListen(s string) (Listen, error) {
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok || rest == "" {
-		return Listen{}, fmt.Errorf("listen %q: want SCHEME://ADDRESS, e.g. tcp://0.0.0.0:80 or unix:///run/app.sock", s)
+		return Listen{}, fmt.Errorf("listen %s: want SCHEME://ADDRESS, e.g. tcp://0.0.0.0:80 or unix:///run/app.sock", quote(s))
 	}
 	switch scheme {
 	case "tcp", "tcp6", "udp", "udp6":
 		host, port, err := net.SplitHostPort(rest)
 		if err != nil {
-			return Listen{}, fmt.Errorf("listen %q: %v", s, err)
+			return Listen{}, fmt.Errorf("listen %s: %s", quote(s), clip(err.Error()))
 		}
 		if _, err := net.LookupPort(scheme[:3], port); err != nil || port == "" {
-			return Listen{}, fmt.Errorf("listen %q: bad port %q", s, port)
+			return Listen{}, fmt.Errorf("listen %s: bad port %s", quote(s), quote(port))
 		}
 		if host != "" && net.ParseIP(host) == nil {
-			return Listen{}, fmt.Errorf("listen %q: %q is not an IP address (names are not resolved at boot)", s, host)
+			return Listen{}, fmt.Errorf("listen %s: %s is not an IP address (names are not resolved at boot)", quote(s), quote(host))
 		}
 		network := scheme
 		if ip := net.ParseIP(host); len(scheme) == 3 && (ip == nil || ip.To4() != nil) {
@@ -49,10 +49,13 @@ func ParseListen(s string) (Listen, error) {
 		}
 		return Listen{Network: network, Address: rest}, nil
 	case "unix", "unixgram", "unixpacket":
+		if strings.IndexByte(rest, 0) >= 0 {
+			return Listen{}, fmt.Errorf("listen %s: the path contains a NUL byte", quote(s))
+		}
 		if !strings.HasPrefix(rest, "/") {
-			return Listen{}, fmt.Errorf("listen %q: the path must be absolute (unix:///run/app.sock)", s)
+			return Listen{}, fmt.Errorf("listen %s: the path must be absolute (unix:///run/app.sock)", quote(s))
 		}
 		return Listen{Network: scheme, Address: rest}, nil
 	}
-	return Listen{}, fmt.Errorf("listen %q: unknown scheme %q (tcp, tcp6, udp, udp6, unix, unixgram, unixpacket)", s, scheme)
+	return Listen{}, fmt.Errorf("listen %s: unknown scheme %s (tcp, tcp6, udp, udp6, unix, unixgram, unixpacket)", quote(s), quote(scheme))
 }

@@ -17,13 +17,14 @@ func positions(data []byte) keyLines {
 	lines := keyLines{}
 	arrayLen := map[string]int{} // resolved array-table path → entries seen so far
 	var table string             // resolved path of the current table
+	idx := newLineIndex(data)
 	p := unstable.Parser{}
 	p.Reset(data)
 	for p.NextExpression() {
 		e := p.Expression()
 		switch e.Kind {
 		case unstable.Table, unstable.ArrayTable:
-			line := keyLine(&p, e)
+			line := keyLine(idx, e)
 			table = resolve(keyParts(e.Key()), arrayLen)
 			if e.Kind == unstable.ArrayTable {
 				idx := arrayLen[table]
@@ -32,7 +33,7 @@ func positions(data []byte) keyLines {
 			}
 			lines.set(table, line)
 		case unstable.KeyValue:
-			line := keyLine(&p, e)
+			line := keyLine(idx, e)
 			k := strings.Join(keyParts(e.Key()), ".")
 			if table != "" {
 				k = table + "." + k
@@ -65,12 +66,13 @@ func (l keyLines) lineOf(key string) int {
 }
 
 // keyLine is the line of an expression's key: table expressions carry no range of their own.
-func keyLine(p *unstable.Parser, e *unstable.Node) int {
+// (Not the parser's Shape: it counts lines from the start of the document on every call.)
+func keyLine(idx lineIndex, e *unstable.Node) int {
 	it := e.Key()
 	if !it.Next() {
 		return 0
 	}
-	return p.Shape(it.Node().Raw).Start.Line
+	return idx.line(int(it.Node().Raw.Offset))
 }
 
 func keyParts(it unstable.Iterator) []string {

@@ -11,6 +11,11 @@ import (
 	"strings"
 )
 
+// MaxServices bounds the services of one config. Each costs PID 1 about five fds from load on
+// (its log pipes, notify socket, held sockets); 800 services exhausted the fd limit before the
+// first one started.
+const MaxServices = 256
+
 // problem is a validation failure before it is located in the file.
 type problem struct {
 	key string // key path as positions() records it, e.g. service[0].exec
@@ -30,11 +35,11 @@ func (c *Config) validate() []problem {
 		ps = append(ps, problem{key: key, msg: fmt.Sprintf(format, args...)})
 	}
 	if c.Hostname != "" && (len(c.Hostname) > 64 || !hostName.MatchString(c.Hostname)) {
-		add("hostname", "%q is not a valid host name (letters, digits, '-', at most 64)", c.Hostname)
+		add("hostname", "%s is not a valid host name (letters, digits, '-', at most 64)", quote(c.Hostname))
 	}
 	for i, m := range c.Boot.Modules {
 		if m == "" || strings.ContainsAny(m, "/ ") {
-			add("boot.modules", "module %d (%q) is not a module name", i, m)
+			add("boot.modules", "module %d (%s) is not a module name", i, quote(m))
 		}
 	}
 	for i, n := range c.Network {
@@ -43,13 +48,13 @@ func (c *Config) validate() []problem {
 			add(k, "interface is required")
 		}
 		if _, err := netip.ParsePrefix(n.Address); n.Address != "" && n.Address != "dhcp" && err != nil {
-			add(k+".address", "%q is not an address with prefix length (e.g. 10.0.2.15/24) or \"dhcp\"", n.Address)
+			add(k+".address", "%s is not an address with prefix length (e.g. 10.0.2.15/24) or \"dhcp\"", quote(n.Address))
 		}
 		if n.Address == "dhcp" && n.Gateway != "" {
 			add(k+".gateway", "with address = \"dhcp\" the gateway comes from the lease; remove it")
 		}
 		if _, err := netip.ParseAddr(n.Gateway); n.Gateway != "" && err != nil {
-			add(k+".gateway", "%q is not an IP address", n.Gateway)
+			add(k+".gateway", "%s is not an IP address", quote(n.Gateway))
 		}
 		if n.MTU != 0 && (n.MTU < 68 || n.MTU > 65535) {
 			add(k+".mtu", "%d is out of range (68-65535)", n.MTU)
@@ -60,20 +65,20 @@ func (c *Config) validate() []problem {
 		if m.Source == "" {
 			add(k, "source is required (/dev/vda1, LABEL=BOOT or PARTLABEL=BOOT)")
 		} else if !strings.HasPrefix(m.Source, "/") && !strings.HasPrefix(m.Source, "LABEL=") && !strings.HasPrefix(m.Source, "PARTLABEL=") {
-			add(k+".source", "%q: use a device path, LABEL= or PARTLABEL=", m.Source)
+			add(k+".source", "%s: use a device path, LABEL= or PARTLABEL=", quote(m.Source))
 		}
 		if !path.IsAbs(m.Target) {
-			add(k+".target", "%q must be an absolute path", m.Target)
+			add(k+".target", "%s must be an absolute path", quote(m.Target))
 		}
 		if m.Type == "" {
 			add(k, "type is required (e.g. \"vfat\", \"ext4\")")
 		}
 	}
 	if c.Kexec.Kernel != "" && !path.IsAbs(c.Kexec.Kernel) {
-		add("kexec.kernel", "%q must be an absolute path", c.Kexec.Kernel)
+		add("kexec.kernel", "%s must be an absolute path", quote(c.Kexec.Kernel))
 	}
 	if c.Kexec.Initrd != "" && !path.IsAbs(c.Kexec.Initrd) {
-		add("kexec.initrd", "%q must be an absolute path", c.Kexec.Initrd)
+		add("kexec.initrd", "%s must be an absolute path", quote(c.Kexec.Initrd))
 	}
 	ps = append(ps, c.validateServices()...)
 	return ps
@@ -84,84 +89,88 @@ func (c *Config) validateServices() []problem {
 	add := func(key, format string, args ...any) {
 		ps = append(ps, problem{key: key, msg: fmt.Sprintf(format, args...)})
 	}
+	if len(c.Service) > MaxServices {
+		add(fmt.Sprintf("service[%d]", MaxServices), "%d services; at most %d are supported (each holds fds in PID 1 from load on)", len(c.Service), MaxServices)
+	}
 	seen := map[string]int{}
 	for i, s := range c.Service {
 		k := fmt.Sprintf("service[%d]", i)
+		ps = append(ps, nulBytes(k, s)...)
 		switch {
 		case s.Name == "":
 			add(k, "name is required")
 		case !serviceName.MatchString(s.Name):
-			add(k+".name", "%q is not a valid service name (letters, digits, _ . @ -)", s.Name)
+			add(k+".name", "%s is not a valid service name (letters, digits, _ . @ -)", quote(s.Name))
 		default:
 			if j, dup := seen[s.Name]; dup {
-				add(k+".name", "service %q is defined twice (first as service %d)", s.Name, j+1)
+				add(k+".name", "service %s is defined twice (first as service %d)", quote(s.Name), j+1)
 			}
 			seen[s.Name] = i
 		}
 		if len(s.Exec) == 0 || s.Exec[0] == "" {
-			add(k, "service %q: exec is required (e.g. exec = [\"/bin/web\", \"-v\"])", s.Name)
+			add(k, "service %s: exec is required (e.g. exec = [\"/bin/web\", \"-v\"])", quote(s.Name))
 		} else if !path.IsAbs(s.Exec[0]) {
-			add(k+".exec", "service %q: %q must be an absolute path", s.Name, s.Exec[0])
+			add(k+".exec", "service %s: %s must be an absolute path", quote(s.Name), quote(s.Exec[0]))
 		}
 		for _, e := range s.Env {
 			name, _, ok := strings.Cut(e, "=")
 			if !ok || !envName.MatchString(name) {
-				add(k+".env", "service %q: %q is not NAME=value", s.Name, e)
+				add(k+".env", "service %s: %s is not NAME=value", quote(s.Name), quote(e))
 			}
 		}
 		switch s.Restart {
 		case RestartAlways, RestartOnFailure, RestartNever:
 		default:
-			add(k+".restart", "service %q: %q is not a restart policy (always, on-failure or never)", s.Name, s.Restart)
+			add(k+".restart", "service %s: %s is not a restart policy (always, on-failure or never)", quote(s.Name), quote(s.Restart))
 		}
 		switch s.Ready {
 		case ReadyStarted, ReadyNotify:
 		default:
-			add(k+".ready", "service %q: %q is not a readiness kind (started or notify)", s.Name, s.Ready)
+			add(k+".ready", "service %s: %s is not a readiness kind (started or notify)", quote(s.Name), quote(s.Ready))
 		}
 	}
 	for i, s := range c.Service {
 		k := fmt.Sprintf("service[%d]", i)
 		if _, ok := SignalByName(s.StopSignal); !ok {
-			add(k+".stop_signal", "service %q: %q is not a signal name (e.g. SIGTERM, SIGINT, SIGQUIT)", s.Name, s.StopSignal)
+			add(k+".stop_signal", "service %s: %s is not a signal name (e.g. SIGTERM, SIGINT, SIGQUIT)", quote(s.Name), quote(s.StopSignal))
 		}
 		if s.RestartLimit < 0 {
-			add(k+".restart_limit", "service %q: %d is negative", s.Name, s.RestartLimit)
+			add(k+".restart_limit", "service %s: %d is negative", quote(s.Name), s.RestartLimit)
 		}
 		if s.RestartDelayMax.Duration < s.RestartDelay.Duration {
-			add(k+".restart_delay_max", "service %q: %s is less than restart_delay %s", s.Name, s.RestartDelayMax, s.RestartDelay)
+			add(k+".restart_delay_max", "service %s: %s is less than restart_delay %s", quote(s.Name), s.RestartDelayMax, s.RestartDelay)
 		}
 		if s.MemoryMax != "" && !memoryMax.MatchString(s.MemoryMax) {
-			add(k+".memory_max", "service %q: %q is not a size (e.g. \"64M\", \"1G\", \"max\")", s.Name, s.MemoryMax)
+			add(k+".memory_max", "service %s: %s is not a size (e.g. \"64M\", \"1G\", \"max\")", quote(s.Name), quote(s.MemoryMax))
 		}
 		if s.PidsMax < 0 {
-			add(k+".pids_max", "service %q: %d is negative", s.Name, s.PidsMax)
+			add(k+".pids_max", "service %s: %d is negative", quote(s.Name), s.PidsMax)
 		}
 		if s.FDStoreMax < 0 || s.FDStoreMax > 1024 {
-			add(k+".fdstore_max", "service %q: %d is out of range (0-1024)", s.Name, s.FDStoreMax)
+			add(k+".fdstore_max", "service %s: %d is out of range (0-1024)", quote(s.Name), s.FDStoreMax)
 		}
 		names := map[string]bool{}
 		for j, so := range s.Socket {
 			sk := fmt.Sprintf("%s.socket[%d]", k, j)
 			if _, err := ParseListen(so.Listen); err != nil {
-				add(sk+".listen", "service %q: %v", s.Name, err)
+				add(sk+".listen", "service %s: %v", quote(s.Name), err)
 			}
 			if names[so.Name] {
-				add(sk+".name", "service %q: two sockets named %q", s.Name, so.Name)
+				add(sk+".name", "service %s: two sockets named %s", quote(s.Name), quote(so.Name))
 			}
 			if strings.ContainsAny(so.Name, ": \n") {
-				add(sk+".name", "service %q: socket name %q may not contain ':', spaces or newlines (LISTEN_FDNAMES)", s.Name, so.Name)
+				add(sk+".name", "service %s: socket name %s may not contain ':', spaces or newlines (LISTEN_FDNAMES)", quote(s.Name), quote(so.Name))
 			}
 			names[so.Name] = true
 			if _, err := strconv.ParseUint(so.Mode, 8, 32); err != nil {
-				add(sk+".mode", "service %q: %q is not an octal file mode", s.Name, so.Mode)
+				add(sk+".mode", "service %s: %s is not an octal file mode", quote(s.Name), quote(so.Mode))
 			}
 			if so.Backlog < 0 {
-				add(sk+".backlog", "service %q: %d is negative", s.Name, so.Backlog)
+				add(sk+".backlog", "service %s: %d is negative", quote(s.Name), so.Backlog)
 			}
 		}
 		if s.Group != "" && s.User == "" {
-			add(k+".group", "service %q: group without user (set user too)", s.Name)
+			add(k+".group", "service %s: group without user (set user too)", quote(s.Name))
 		}
 		for _, kd := range []struct {
 			key  string
@@ -170,16 +179,16 @@ func (c *Config) validateServices() []problem {
 			key := kd.key
 			for _, a := range kd.deps {
 				if _, ok := seen[a]; !ok {
-					add(k+"."+key, "service %q is ordered after %q, which is not defined", s.Name, a)
+					add(k+"."+key, "service %s is ordered after %s, which is not defined", quote(s.Name), quote(a))
 				} else if a == s.Name {
-					add(k+"."+key, "service %q depends on itself", s.Name)
+					add(k+"."+key, "service %s depends on itself", quote(s.Name))
 				}
 			}
 		}
 	}
 	if c.Control.Remote != "" {
 		if _, _, err := net.SplitHostPort(c.Control.Remote); err != nil {
-			add("control.remote", "%q is not host:port (e.g. \"0.0.0.0:7000\")", c.Control.Remote)
+			add("control.remote", "%s is not host:port (e.g. \"0.0.0.0:7000\")", quote(c.Control.Remote))
 		}
 	}
 	if len(ps) == 0 {
@@ -263,4 +272,30 @@ func (c *Config) findCycle() []string {
 		}
 	}
 	return nil
+}
+
+// nulBytes finds NUL bytes in the strings of s that reach execve, chdir, bind or the passwd
+// lookup: the kernel cuts them there, so they pass validation and fail at every start.
+func nulBytes(k string, s Service) []problem {
+	var ps []problem
+	check := func(key, what, v string) {
+		if strings.IndexByte(v, 0) >= 0 {
+			ps = append(ps, problem{key: key, msg: fmt.Sprintf("service %s: %s %s contains a NUL byte", quote(s.Name), what, quote(v))})
+		}
+	}
+	for _, a := range s.Exec {
+		check(k+".exec", "exec argument", a)
+	}
+	for _, e := range s.Env {
+		check(k+".env", "env entry", e)
+	}
+	check(k+".dir", "dir", s.Dir)
+	check(k+".user", "user", s.User)
+	check(k+".group", "group", s.Group)
+	for j, so := range s.Socket {
+		sk := fmt.Sprintf("%s.socket[%d]", k, j)
+		check(sk+".owner", "socket owner", so.Owner)
+		check(sk+".group", "socket group", so.Group)
+	}
+	return ps
 }

@@ -243,7 +243,7 @@ func (m *machine) readCmdline() error {
 }
 
 func (m *machine) loadConfig() error {
-	cfg, err := config.Load(m.configPath)
+	cfg, err := config.LoadFor(m.configPath, system.Accounts())
 	if err != nil {
 		// Each problem on its own console line; the boot goes on without services so the
 		// machine stays reachable for whoever fixes it.

@@ -48,7 +48,7 @@ func subreaperMain(args []string) int {
 	// write to the broken pipe again.
 	signal.Notify(make(chan os.Signal, 1), unix.SIGPIPE)
 
-	cfg, err := config.Load(*cfgPath)
+	cfg, err := config.LoadFor(*cfgPath, system.Accounts())
 	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			fmt.Fprintln(os.Stderr, "baton: config error:", line)

@@ -4,7 +4,18 @@ import (
 	"fmt"
 	"os/user"
 	"strconv"
+
+	"github.com/baton-init/baton/config"
 )
+
+// Accounts checks the users and groups of a config against this system's passwd and group
+// files, the ones its services will run with.
+func Accounts() config.Accounts {
+	return config.Accounts{
+		User:  func(name string) error { _, _, _, err := LookupUser(name); return err },
+		Group: func(name string) error { _, err := LookupGroup(name); return err },
+	}
+}
 
 // LookupUser resolves a user given by name (through /etc/passwd) or by number, as chown(1)
 // does: its uid, primary gid and home ("/" when unknown). A bare number is its own gid.
