@@ -123,6 +123,14 @@ type Service struct {
 	// before the old one gets its stop signal (notify services prove readiness with READY=1).
 	UpgradeSettle Duration `toml:"upgrade_settle"`
 
+	// Files are packed into the image with the service by the image builder (see File).
+	Files []File `toml:"files"`
+	// StateDir, RuntimeDir and LogsDir name directories under /var/lib, /run and /var/log,
+	// made before each start and owned by the service's user (see Dirs).
+	StateDir   string `toml:"state_dir"`
+	RuntimeDir string `toml:"runtime_dir"`
+	LogsDir    string `toml:"logs_dir"`
+
 	Socket []Socket `toml:"socket"`
 }
 

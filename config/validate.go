@@ -172,6 +172,7 @@ func (c *Config) validateServices() []problem {
 		if s.Group != "" && s.User == "" {
 			add(k+".group", "service %s: group without user (set user too)", quote(s.Name))
 		}
+		ps = append(ps, validateFiles(k, s)...)
 		for _, kd := range []struct {
 			key  string
 			deps []string

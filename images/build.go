@@ -31,31 +31,33 @@ type Spec struct {
 	// TLSDir holds (or receives, when empty) the remote API's CA and certificates; used when
 	// the config enables [control] remote. The client's half stays there.
 	TLSDir string
+	// HostPasswd and HostGroup are where the ids of the users and groups the config names
+	// are looked up (default /etc/passwd and /etc/group of the build host).
+	HostPasswd, HostGroup string
 }
 
-// Minimal account databases, so that user = "nobody" resolves; a config can ship its own with
-// -file /etc/passwd=… .
-const (
-	defaultPasswd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
-	defaultGroup  = "root:x:0:\nnogroup:x:65534:\n"
-)
-
 // Build assembles the image described by spec. Every missing input is an error that names it.
+// What went in, and for whom, is in the image's Report.
 func Build(spec Spec) (*Initramfs, []*ModuleSet, error) {
 	cfg, err := config.Load(spec.Config)
 	if err != nil {
 		return nil, nil, err
 	}
 	img := NewInitramfs()
-	if err := img.AddFile("/init", spec.Init, 0o755); err != nil {
+	p := &packer{img: img, report: newReport()}
+	img.Report = p.report
+	base := p.report.group("baton")
+	if err := p.hostFile(base, "/init", spec.Init, "init", 0o755); err != nil {
 		return nil, nil, fmt.Errorf("init binary: %w", err)
+	}
+	if kind, _ := inspect(spec.Init); kind == kindDynamic {
+		// The kernel would say only "Failed to execute /init (error -2)" and panic.
+		return nil, nil, fmt.Errorf("/init (%s) is dynamically linked: PID 1 must be a static executable (Go: CGO_ENABLED=0)", spec.Init)
 	}
 	// The kernel's module helper (request_module() runs /sbin/modprobe) and the CLI are baton.
 	img.AddSymlink("/sbin/modprobe", "/init")
 	img.AddSymlink("/bin/initctl", "/init")
-	img.AddData("/etc/passwd", []byte(defaultPasswd), 0o644)
-	img.AddData("/etc/group", []byte(defaultGroup), 0o644)
-	if err := img.AddFile(config.DefaultPath, spec.Config, 0o644); err != nil {
+	if err := p.hostFile(base, config.DefaultPath, spec.Config, "config", 0o644); err != nil {
 		return nil, nil, err
 	}
 	guests := make([]string, 0, len(spec.Files))
@@ -64,34 +66,27 @@ func Build(spec Spec) (*Initramfs, []*ModuleSet, error) {
 	}
 	sort.Strings(guests)
 	for _, g := range guests {
-		if err := img.AddFile(g, spec.Files[g], 0o755); err != nil {
+		if err := p.hostFile(base, g, spec.Files[g], "file", 0o755); err != nil {
 			return nil, nil, err
 		}
 	}
-	if err := img.checkRunnable("/init", spec.Init); err != nil {
-		return nil, nil, err
-	}
+	configDir := filepath.Dir(spec.Config)
 	for _, s := range cfg.Service {
-		bin := s.Exec[0]
-		if img.Has(bin) {
-			if err := img.checkRunnable(bin, img.sources[path.Clean(bin)]); err != nil {
+		g := p.report.group("service " + s.Name)
+		for _, f := range s.Files {
+			if err := p.files(g, f, configDir); err != nil {
 				return nil, nil, fmt.Errorf("service %s: %w", s.Name, err)
 			}
-			continue
 		}
-		if spec.BinDir == "" {
-			return nil, nil, fmt.Errorf("service %s: no binary for %s (give -file %s=PATH or -bindir DIR)", s.Name, bin, bin)
-		}
-		host := filepath.Join(spec.BinDir, path.Base(bin))
-		if err := img.AddFile(bin, host, 0o755); err != nil {
-			return nil, nil, fmt.Errorf("service %s: %w", s.Name, err)
-		}
-		if err := img.checkRunnable(bin, host); err != nil {
+		if err := p.serviceBinary(g, s, spec.BinDir); err != nil {
 			return nil, nil, fmt.Errorf("service %s: %w", s.Name, err)
 		}
 	}
+	if err := addAccounts(p, base, cfg, spec); err != nil {
+		return nil, nil, err
+	}
 	if cfg.Control.Remote != "" {
-		if err := addTLS(img, cfg, spec.TLSDir); err != nil {
+		if err := addTLS(p, base, cfg, spec.TLSDir); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -102,7 +97,7 @@ func Build(spec Spec) (*Initramfs, []*ModuleSet, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		if err := set.addTo(img); err != nil {
+		if err := set.addTo(p); err != nil {
 			return nil, nil, err
 		}
 		sets = append(sets, set)
@@ -113,14 +108,45 @@ func Build(spec Spec) (*Initramfs, []*ModuleSet, error) {
 	return img, sets, nil
 }
 
-func (s *ModuleSet) addTo(img *Initramfs) error {
+// addAccounts writes /etc/passwd and /etc/group with the users and groups the config names,
+// unless the config packs its own.
+func addAccounts(p *packer, g *Group, cfg *config.Config, spec Spec) error {
+	a := newAccounts()
+	passwd, group := spec.HostPasswd, spec.HostGroup
+	if passwd == "" {
+		passwd = "/etc/passwd"
+	}
+	if group == "" {
+		group = "/etc/group"
+	}
+	if err := a.fill(cfg, passwd, group); err != nil {
+		return fmt.Errorf("users and groups: %w", err)
+	}
+	for _, db := range []struct {
+		path string
+		data []byte
+	}{{"/etc/passwd", a.passwd()}, {"/etc/group", a.group()}} {
+		if !p.img.Has(db.path) {
+			p.img.AddData(db.path, db.data, 0o644)
+			p.report.add(g, Item{Path: db.path, Kind: "accounts", Size: int64(len(db.data))})
+		}
+	}
+	return nil
+}
+
+func (s *ModuleSet) addTo(p *packer) error {
+	img := p.img
 	base := path.Join("/lib/modules", s.Index.Release)
+	set := Item{Path: base, Kind: "kernel modules"}
 	for _, name := range s.Names() {
 		m := s.Index.Modules[name]
 		if err := img.AddFile(path.Join(base, filepath.ToSlash(m.Path)), filepath.Join(s.Dir, m.Path), 0o644); err != nil {
 			return err
 		}
+		set.Files++
+		set.Size += img.size(path.Join(base, filepath.ToSlash(m.Path)))
 	}
+	p.report.add(p.report.group("modules"), set)
 	ix, err := json.MarshalIndent(s.Index, "", " ")
 	if err != nil {
 		return err
@@ -131,7 +157,7 @@ func (s *ModuleSet) addTo(img *Initramfs) error {
 
 // addTLS puts the server's half of the remote API's TLS material in the image, making it in
 // tlsDir first if it is not there.
-func addTLS(img *Initramfs, cfg *config.Config, tlsDir string) error {
+func addTLS(p *packer, g *Group, cfg *config.Config, tlsDir string) error {
 	if tlsDir == "" {
 		return fmt.Errorf("[control] remote is set but no TLS directory was given (-tls-dir)")
 	}
@@ -148,7 +174,7 @@ func addTLS(img *Initramfs, cfg *config.Config, tlsDir string) error {
 		return fmt.Errorf("tls material in %s: %w", tlsDir, err)
 	}
 	for _, f := range []string{control.CAFile, control.ServerFile, control.ServerKeyFile} {
-		if err := img.AddFile(path.Join(cfg.Control.TLSDir, f), filepath.Join(tlsDir, f), 0o600); err != nil {
+		if err := p.hostFile(g, path.Join(cfg.Control.TLSDir, f), filepath.Join(tlsDir, f), "tls", 0o600); err != nil {
 			return err
 		}
 	}

@@ -20,6 +20,8 @@ import (
 type Initramfs struct {
 	entries map[string]cpio.Record
 	sources map[string]string // path → host file, for files read at write time
+	// Report says what Build packed, for whom, with sizes.
+	Report *Report
 }
 
 // NewInitramfs returns an archive holding the directories and device node every appliance
@@ -144,3 +146,6 @@ func (f *Initramfs) Write(w io.Writer, compression string) error {
 type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
+
+// size is the length of the file at p (0 for anything else).
+func (f *Initramfs) size(p string) int64 { return int64(f.entries[clean(p)].Info.FileSize) }

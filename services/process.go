@@ -19,7 +19,7 @@ import (
 // (listen-fd protocol), the control channel, and, for an upgrade, the receiving end of the
 // handoff channel — and a goroutine that posts its exit to the loop.
 func (s *Service) spawn(execPath string, handoffFd int) (*generation, error) {
-	id, err := lookupIdentity(s.Spec)
+	id, err := lookupIdentityAndDirs(s.Spec)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.Spec.Name, err)
 	}

@@ -2,6 +2,10 @@
 //
 //	mkimage -config examples/baton.toml -init out/bin/init -bindir out/bin \
 //	        -kernel-modules out/kernel/amd64/lib/modules -o out/initramfs.img
+//
+// Each service's program (exec[0]) comes from -file, the service's files, -bindir (by base
+// name) or the build host's same path, with its ELF interpreter and shared libraries (or a
+// script's interpreter); it prints what it packed, grouped by service, with sizes.
 package main
 
 import (
@@ -24,7 +28,7 @@ func main() {
 	var files, kmods, modules, carry listFlag
 	flag.StringVar(&spec.Config, "config", "", "baton.toml to put in the image (required)")
 	flag.StringVar(&spec.Init, "init", "", "static init binary (required)")
-	flag.StringVar(&spec.BinDir, "bindir", "", "directory searched by base name for service binaries")
+	flag.StringVar(&spec.BinDir, "bindir", "", "directory searched by base name for service binaries (then the host's own path)")
 	flag.Var(&files, "file", "GUEST=HOST: add a host file at an image path (repeatable)")
 	flag.Var(&kmods, "kernel-modules", "lib/modules/<release> tree of a kernel the image boots (repeatable)")
 	flag.Var(&modules, "modules", "extra modules to carry and load, comma-separated (repeatable)")
@@ -74,10 +78,13 @@ func main() {
 	if err := os.Rename(*out+".tmp", *out); err != nil {
 		fatal(err)
 	}
-	fmt.Printf("mkimage: wrote %s: %d entries, %d bytes (%s)\n", *out, len(img.Paths()), buf.Len(), *compression)
+	fmt.Println("mkimage: packed, by who needs it (sizes before compression):")
+	img.Report.Print(os.Stdout)
 	for _, s := range sets {
 		fmt.Printf("mkimage: kernel %s: %d modules: %s\n", s.Index.Release, len(s.Index.Modules), strings.Join(s.Names(), " "))
 	}
+	fmt.Printf("mkimage: wrote %s: %d entries, %.1f MiB of files, %.1f MiB compressed (%s, %d bytes)\n", *out, len(img.Paths()),
+		float64(img.Report.Total())/(1<<20), float64(buf.Len())/(1<<20), *compression, buf.Len())
 	if *diskOut == "" {
 		return
 	}
