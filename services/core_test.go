@@ -27,7 +27,7 @@ func holdLoop(t *testing.T, name string, match func(input) bool) (held <-chan st
 	h, r := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	hook := func(s *Service, in input) {
-		if s.Spec.Name != name || !match(in) {
+		if s.Spec().Name != name || !match(in) {
 			return
 		}
 		first := false

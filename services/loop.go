@@ -121,7 +121,7 @@ func (s *Service) settle() {
 	s.st.stopWaiters = nil
 	if s.st.startAfter {
 		s.st.startAfter = false
-		s.st.failures, s.st.backoff = nil, s.Spec.RestartDelay.Duration
+		s.st.failures, s.st.backoff = nil, s.spec().RestartDelay.Duration
 		s.run()
 	}
 }
@@ -160,10 +160,10 @@ func (s *Service) safely(step func()) {
 		if p == nil {
 			return
 		}
-		system.LogPanic(s.log, "the loop of service "+s.Spec.Name+" (marked failed)", p)
+		system.LogPanic(s.log, "the loop of service "+s.spec().Name+" (marked failed)", p)
 		func() {
 			defer func() { _ = recover() }() // the recovery itself must not take the loop down
-			s.afterPanic(fmt.Errorf("internal error in baton (panic: %v); initctl start %s to try again", p, s.Spec.Name))
+			s.afterPanic(fmt.Errorf("internal error in baton (panic: %v); initctl start %s to try again", p, s.spec().Name))
 		}()
 	}()
 	step()

@@ -63,7 +63,7 @@ func (s *Service) readNotify() {
 func (s *Service) readOneNotify() (more bool) {
 	defer func() {
 		if p := recover(); p != nil {
-			system.LogPanic(s.log, "notify reader of "+s.Spec.Name, p)
+			system.LogPanic(s.log, "notify reader of "+s.spec().Name, p)
 			more = true
 		}
 	}()

@@ -10,21 +10,23 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-init/baton/config"
 	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/system"
 )
 
-// spawn starts one process of the service: execPath with the service's arguments, exactly
+// spawn starts one process of the service as spec describes it: execPath with its arguments,
+// exactly
 // these fds — 0 /dev/null, 1 and 2 its log pipes, its held sockets and stored fds from 3 on
 // (listen-fd protocol), the control channel, and, for an upgrade, the receiving end of the
 // handoff channel — and a goroutine that posts its exit to the loop.
-func (s *Service) spawn(execPath string, handoffFd int) (*generation, error) {
-	id, err := lookupIdentityAndDirs(s.Spec)
+func (s *Service) spawn(spec *config.Service, execPath string, handoffFd int) (*generation, error) {
+	id, err := lookupIdentityAndDirs(*spec)
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", s.Spec.Name, err)
+		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
 	}
 	if s.bindErr != nil {
-		return nil, fmt.Errorf("start %s: %w", s.Spec.Name, s.bindErr)
+		return nil, fmt.Errorf("start %s: %w", spec.Name, s.bindErr)
 	}
 	if err := unix.Access(execPath, unix.X_OK); err != nil {
 		return nil, fmt.Errorf("start %s: %w", execPath, err)
@@ -45,12 +47,12 @@ func (s *Service) spawn(execPath string, handoffFd int) (*generation, error) {
 	if s.notify != nil {
 		env = append(env, "NOTIFY_SOCKET="+s.notify.Path)
 	}
-	env = append(env, s.Spec.Env...)
+	env = append(env, spec.Env...)
 	env = append(env, handoff.PassEnv(passed)...)
 
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", s.Spec.Name, err)
+		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
 	}
 	defer devnull.Close()
 	fds := []uintptr{devnull.Fd(), s.stdout.w.Fd(), s.stderr.w.Fd()}
@@ -59,7 +61,7 @@ func (s *Service) spawn(execPath string, handoffFd int) (*generation, error) {
 	}
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("start %s: control channel: %w", s.Spec.Name, err)
+		return nil, fmt.Errorf("start %s: control channel: %w", spec.Name, err)
 	}
 	defer unix.Close(pair[1])
 	env = append(env, handoff.EnvCtlFD+"="+strconv.Itoa(len(fds)))
@@ -69,7 +71,7 @@ func (s *Service) spawn(execPath string, handoffFd int) (*generation, error) {
 		fds = append(fds, uintptr(handoffFd))
 	}
 
-	path, argv := execPath, append([]string{execPath}, s.Spec.Exec[1:]...)
+	path, argv := execPath, append([]string{execPath}, spec.Exec[1:]...)
 	if len(passed) > 0 || s.st.wdInterval > 0 {
 		// LISTEN_PID must be the service's own pid: the shim sets it, then execs the service.
 		path, argv = s.env.shim, append([]string{"baton-exec"}, argv...)
@@ -80,7 +82,7 @@ func (s *Service) spawn(execPath string, handoffFd int) (*generation, error) {
 	if s.st.wdInterval > 0 {
 		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(s.st.wdInterval.Microseconds(), 10), "WATCHDOG_PID=0")
 	}
-	attr := &syscall.ProcAttr{Dir: s.Spec.Dir, Env: env, Files: fds,
+	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: env, Files: fds,
 		// A session of its own (so a process group of its own, and no controlling terminal):
 		// a stop reaches the children it started too.
 		Sys: &syscall.SysProcAttr{Setsid: true, Credential: id.cred}}
@@ -88,7 +90,7 @@ func (s *Service) spawn(execPath string, handoffFd int) (*generation, error) {
 		attr.Dir = "/"
 	}
 	if s.env.cgroups != nil {
-		dir, f, err := s.env.cgroups.prepare(s.Spec)
+		dir, f, err := s.env.cgroups.prepare(*spec)
 		if err != nil {
 			unix.Close(pair[0])
 			return nil, err
@@ -102,13 +104,13 @@ func (s *Service) spawn(execPath string, handoffFd int) (*generation, error) {
 		unix.Close(pair[0])
 		return nil, fmt.Errorf("start %s: %w", execPath, err)
 	}
-	g := &generation{pid: pid, started: time.Now(), ctl: pair[0]}
+	g := &generation{pid: pid, exec: execPath, started: time.Now(), ctl: pair[0]}
 	s.st.gens = append(s.st.gens, g)
 	if s.st.firstUp.IsZero() {
 		s.st.firstUp = g.started
 	}
 	go func() {
-		defer system.Recover(s.log, "exit watcher "+s.Spec.Name)
+		defer system.Recover(s.log, "exit watcher "+spec.Name)
 		s.post(exited{gen: g, exit: <-exits})
 	}()
 	return g, nil

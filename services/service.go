@@ -43,8 +43,11 @@ type env struct {
 // Service is one supervised program. The fields up to inputs are set once by newService and
 // read-only after; st is touched by the loop goroutine only.
 type Service struct {
-	Spec config.Service
 	Logs *LogRing
+
+	// specp is the service's config: replaced whole (never changed in place) when an upgrade
+	// to another exec succeeds or a reloaded config changes it; read with spec().
+	specp atomic.Pointer[config.Service]
 
 	env     *env
 	log     *slog.Logger
@@ -72,8 +75,9 @@ type snapshot struct {
 }
 
 func newService(spec config.Service, e *env) (*Service, error) {
-	s := &Service{Spec: spec, Logs: newLogRing(DefaultLogLines), env: e, log: e.log.With("service", spec.Name),
+	s := &Service{Logs: newLogRing(DefaultLogLines), env: e, log: e.log.With("service", spec.Name),
 		inputs: make(chan input), quit: make(chan struct{}), loopDone: make(chan struct{})}
+	s.specp.Store(&spec)
 	s.st = newState(spec)
 	var err error
 	if s.stdout, err = startLogPipe(spec.Name, "stdout", s.Logs, e.console); err != nil {
@@ -113,6 +117,11 @@ func newService(spec config.Service, e *env) (*Service, error) {
 	go s.loop()
 	return s, nil
 }
+
+// Spec returns the service's config as it is now.
+func (s *Service) Spec() config.Service { return *s.specp.Load() }
+
+func (s *Service) spec() *config.Service { return s.specp.Load() }
 
 func usesNotify(spec config.Service) bool {
 	return spec.Ready == config.ReadyNotify || spec.Watchdog.Duration > 0 || spec.FDStoreMax > 0

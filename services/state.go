@@ -33,6 +33,7 @@ func (p phase) String() string { return phaseNames[p] }
 // stop, until every generation has been reaped.
 type generation struct {
 	pid     int
+	exec    string // the binary it runs
 	started time.Time
 	ctl     int // baton's end of the control channel with the process
 	// killedFor is why baton killed it (start timeout, watchdog); "" when it ended by itself.
@@ -63,11 +64,12 @@ type state struct {
 	failures []time.Time // recent restarts, for the restart limit
 
 	// Who waits for what.
-	startWaiters []chan<- reply // answered at the attempt's outcome: ready or failed
-	stopWaiters  []chan<- reply // answered when no generation is left
-	startAfter   bool           // start again once stopped (restart, or a start during a stop)
-	flushStore   bool           // an explicit stop empties the fd store once stopped
-	killed       bool           // this stop needed SIGKILL
+	startWaiters []chan<- reply  // answered at the attempt's outcome: ready or failed
+	stopWaiters  []chan<- reply  // answered when no generation is left
+	startAfter   bool            // start again once stopped (restart, or a start during a stop)
+	nextSpec     *config.Service // a reloaded config, taken at the next start
+	flushStore   bool            // an explicit stop empties the fd store once stopped
+	killed       bool            // this stop needed SIGKILL
 	// failAfterStop: the stop is the cleanup after a recovered panic; the service ends failed.
 	failAfterStop error
 
@@ -104,19 +106,21 @@ const (
 	opStop
 	opRestart
 	opUpgrade
-	opFail // not started: something outside it, e.g. a requirement not met
+	opFail      // not started: something outside it, e.g. a requirement not met
+	opConfigure // a reloaded config, for the next start (the service is not running)
 	nOps
 )
 
-var opNames = [nOps]string{"start", "stop", "restart", "upgrade", "fail"}
+var opNames = [nOps]string{"start", "stop", "restart", "upgrade", "fail", "configure"}
 
 func (o op) String() string { return opNames[o] }
 
 type request struct {
 	op    op
-	exec  string // opUpgrade: the new binary ("" keeps it)
-	err   error  // opFail: why
-	flush bool   // opStop: empty the fd store too
+	exec  string          // opUpgrade: the new binary ("" keeps it)
+	spec  *config.Service // opUpgrade, opRestart: the config to run from now on (nil: keep it)
+	err   error           // opFail: why
+	flush bool            // opStop: empty the fd store too
 	reply chan<- reply
 }
 

@@ -11,6 +11,7 @@ type Status struct {
 	Name     string    `json:"name"`
 	State    State     `json:"state"`
 	Pid      int       `json:"pid,omitempty"`
+	Exec     string    `json:"exec,omitempty"` // the binary it runs (or will run at its next start)
 	Since    time.Time `json:"since,omitzero"` // start of the current run
 	Uptime   string    `json:"uptime,omitempty"`
 	Restarts int       `json:"restarts"`
@@ -47,6 +48,7 @@ type SocketStatus struct {
 type GenerationStatus struct {
 	Role  string    `json:"role"` // old or new
 	Pid   int       `json:"pid"`
+	Exec  string    `json:"exec"`
 	Since time.Time `json:"since"`
 	Ready bool      `json:"ready"`
 }
@@ -61,12 +63,13 @@ func (s *Service) state() State {
 
 // statusNow is the loop's view, for publish; Uptime is filled in by Status.
 func (s *Service) statusNow() Status {
-	st := Status{Name: s.Spec.Name, State: s.state(), Restarts: s.st.restarts, Status: s.st.statusMsg,
-		Ready: s.Spec.Ready, Restart: s.Spec.Restart, Cgroup: s.st.cgroup, StartedAt: s.st.firstUp,
+	st := Status{Name: s.spec().Name, State: s.state(), Restarts: s.st.restarts, Status: s.st.statusMsg,
+		Ready: s.spec().Ready, Restart: s.spec().Restart, Cgroup: s.st.cgroup, StartedAt: s.st.firstUp,
 		ReadyAt: s.st.firstRdy, NotifyDropped: s.st.notifyDropped, NotifyLate: s.st.notifyLate,
 		Upgrades: s.st.upgrades, MainPid: s.st.mainPid, Reloading: s.st.reloading}
+	st.Exec = s.spec().Exec[0]
 	if g := s.st.cur; g != nil {
-		st.Pid, st.Since = g.pid, g.started
+		st.Pid, st.Since, st.Exec = g.pid, g.started, g.exec
 	}
 	if s.st.lastExit != nil {
 		st.LastExit = s.st.lastExit.String()
@@ -91,7 +94,7 @@ func (s *Service) statusNow() Status {
 			ready bool
 		}{{"old", old, true}, {"new", nw, ready}} {
 			if x.g != nil {
-				st.Generations = append(st.Generations, GenerationStatus{Role: x.role, Pid: x.g.pid, Since: x.g.started, Ready: x.ready})
+				st.Generations = append(st.Generations, GenerationStatus{Role: x.role, Pid: x.g.pid, Exec: x.g.exec, Since: x.g.started, Ready: x.ready})
 			}
 		}
 	}

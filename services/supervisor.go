@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/baton-init/baton/config"
@@ -25,12 +27,26 @@ type Options struct {
 	Shim string
 }
 
-// Supervisor runs a set of services.
+// Supervisor runs a set of services. The set is replaced whole when a reloaded config adds or
+// removes services (reload.go), so readers never see it half changed.
 type Supervisor struct {
 	log      *slog.Logger
-	services []*Service // in start order
-	byName   map[string]*Service
+	env      *env
+	set      atomic.Pointer[serviceSet]
+	reloadMu sync.Mutex // one reload at a time
 	console  *console
+}
+
+type serviceSet struct {
+	list   []*Service // in start order
+	byName map[string]*Service
+}
+
+func (sv *Supervisor) services() []*Service { return sv.set.Load().list }
+
+func (sv *Supervisor) lookup(name string) (*Service, bool) {
+	s, ok := sv.set.Load().byName[name]
+	return s, ok
 }
 
 // New prepares the services of cfg, in dependency order.
@@ -52,15 +68,17 @@ func New(cfg *config.Config, o Options) (*Supervisor, error) {
 			return nil, fmt.Errorf("notify socket directory: %w", err)
 		}
 	}
-	sv := &Supervisor{log: o.Log, byName: map[string]*Service{}, console: e.console}
+	sv := &Supervisor{log: o.Log, env: e, console: e.console}
+	set := &serviceSet{byName: map[string]*Service{}}
+	sv.set.Store(set)
 	for _, spec := range cfg.StartOrder() {
 		s, err := newService(spec, e)
 		if err != nil {
 			sv.Close()
 			return nil, err
 		}
-		sv.services = append(sv.services, s)
-		sv.byName[spec.Name] = s
+		set.list = append(set.list, s)
+		set.byName[spec.Name] = s
 	}
 	return sv, nil
 }
@@ -76,7 +94,7 @@ type StartReport struct {
 // A service whose required service is not running is not started; the others still are.
 func (sv *Supervisor) StartAll() []StartReport {
 	var out []StartReport
-	for _, s := range sv.services {
+	for _, s := range sv.services() {
 		start := time.Now()
 		err := sv.requiresUp(s)
 		if err == nil {
@@ -84,14 +102,14 @@ func (sv *Supervisor) StartAll() []StartReport {
 		} else {
 			s.request(request{op: opFail, err: err})
 		}
-		out = append(out, StartReport{Name: s.Spec.Name, Took: time.Since(start), Err: err})
+		out = append(out, StartReport{Name: s.spec().Name, Took: time.Since(start), Err: err})
 	}
 	return out
 }
 
 func (sv *Supervisor) requiresUp(s *Service) error {
-	for _, r := range s.Spec.Requires {
-		if st := sv.byName[r].Status(); st.State != Running {
+	for _, r := range s.spec().Requires {
+		if st := sv.Status(r); st.State != Running {
 			return fmt.Errorf("requires %s, which is %s", r, st.State)
 		}
 	}
@@ -101,11 +119,11 @@ func (sv *Supervisor) requiresUp(s *Service) error {
 // Start starts a service and, first, the services it requires. It returns when the service is
 // ready, or with why it is not.
 func (sv *Supervisor) Start(name string) error {
-	s, ok := sv.byName[name]
+	s, ok := sv.lookup(name)
 	if !ok {
 		return unknown(name)
 	}
-	for _, r := range s.Spec.Requires {
+	for _, r := range s.spec().Requires {
 		if err := sv.Start(r); err != nil {
 			return fmt.Errorf("start %s: required %s: %w", name, r, err)
 		}
@@ -128,22 +146,23 @@ type StopResult struct {
 
 // StopReport stops a service and, first, the services that require it, and reports both.
 func (sv *Supervisor) StopReport(name string) (StopResult, error) {
-	s, ok := sv.byName[name]
+	s, ok := sv.lookup(name)
 	if !ok {
 		return StopResult{}, unknown(name)
 	}
 	var res StopResult
-	for i := len(sv.services) - 1; i >= 0; i-- {
-		d := sv.services[i]
-		for _, r := range d.Spec.Requires {
+	list := sv.services()
+	for i := len(list) - 1; i >= 0; i-- {
+		d := list[i]
+		for _, r := range d.spec().Requires {
 			if r != name {
 				continue
 			}
 			wasUp := d.Status().State != Stopped
-			sub, _ := sv.StopReport(d.Spec.Name)
+			sub, _ := sv.StopReport(d.spec().Name)
 			res.Also = append(res.Also, sub.Also...)
 			if wasUp {
-				res.Also = append(res.Also, d.Spec.Name)
+				res.Also = append(res.Also, d.spec().Name)
 			}
 			res.Killed = append(res.Killed, sub.Killed...)
 		}
@@ -158,7 +177,7 @@ func (sv *Supervisor) StopReport(name string) (StopResult, error) {
 
 // Restart stops and starts a service, and returns when it is ready again.
 func (sv *Supervisor) Restart(name string) error {
-	s, ok := sv.byName[name]
+	s, ok := sv.lookup(name)
 	if !ok {
 		return unknown(name)
 	}
@@ -168,10 +187,11 @@ func (sv *Supervisor) Restart(name string) error {
 // StopAll stops the services in reverse start order and returns the names of those that had to
 // be killed.
 func (sv *Supervisor) StopAll() (killed []string) {
-	for i := len(sv.services) - 1; i >= 0; i-- {
-		s := sv.services[i]
+	list := sv.services()
+	for i := len(list) - 1; i >= 0; i-- {
+		s := list[i]
 		if s.request(request{op: opStop}).killed {
-			killed = append(killed, s.Spec.Name)
+			killed = append(killed, s.spec().Name)
 		}
 	}
 	return killed
@@ -180,7 +200,7 @@ func (sv *Supervisor) StopAll() (killed []string) {
 // Upgrade replaces a running service with a new version on the same sockets (see upgrade.go).
 // execPath "" keeps the binary.
 func (sv *Supervisor) Upgrade(name, execPath string) (UpgradeReport, error) {
-	s, ok := sv.byName[name]
+	s, ok := sv.lookup(name)
 	if !ok {
 		return UpgradeReport{}, unknown(name)
 	}
@@ -192,7 +212,7 @@ func (sv *Supervisor) Upgrade(name, execPath string) (UpgradeReport, error) {
 // ends the services' loops; call it after StopAll.
 func (sv *Supervisor) Close() error {
 	var errs []error
-	for _, s := range sv.services {
+	for _, s := range sv.services() {
 		errs = append(errs, s.close())
 	}
 	if sv.console != nil {
@@ -202,12 +222,23 @@ func (sv *Supervisor) Close() error {
 }
 
 // Service returns the named service, or nil.
-func (sv *Supervisor) Service(name string) *Service { return sv.byName[name] }
+func (sv *Supervisor) Service(name string) *Service {
+	s, _ := sv.lookup(name)
+	return s
+}
+
+// Status returns the named service's status; a name not configured is shown stopped.
+func (sv *Supervisor) Status(name string) Status {
+	if s, ok := sv.lookup(name); ok {
+		return s.Status()
+	}
+	return Status{Name: name, State: Stopped}
+}
 
 // Statuses returns a snapshot of every service, in start order.
 func (sv *Supervisor) Statuses() []Status {
-	out := make([]Status, 0, len(sv.services))
-	for _, s := range sv.services {
+	out := make([]Status, 0, len(sv.services()))
+	for _, s := range sv.services() {
 		out = append(out, s.Status())
 	}
 	return out

@@ -20,13 +20,13 @@ import (
 type action func(s *Service, req request)
 
 // onRequest: every cell answers, at once or when the transition it starts is over.
-var onRequest = [nPhases][nOps]action{ // columns: start, stop, restart, upgrade, fail
-	pDown:     {startFresh, stopIdle, startFresh, notRunning, failNow},
-	pFailed:   {startFresh, stopIdle, startFresh, notRunning, failNow},
-	pBackoff:  {startFresh, stopIdle, startFresh, notRunning, answerOK},
-	pStarting: {awaitStart, beginStop, stopThenStart, notRunning, answerOK},
-	pRunning:  {answerOK, beginStop, stopThenStart, beginUpgrade, answerOK},
-	pStopping: {startLater, awaitStop, startLater, notRunning, answerOK},
+var onRequest = [nPhases][nOps]action{ // columns: start, stop, restart, upgrade, fail, configure
+	pDown:     {startFresh, stopIdle, startFresh, notRunning, failNow, configure},
+	pFailed:   {startFresh, stopIdle, startFresh, notRunning, failNow, configure},
+	pBackoff:  {startFresh, stopIdle, startFresh, notRunning, answerOK, configure},
+	pStarting: {awaitStart, beginStop, stopThenStart, notRunning, answerOK, configure},
+	pRunning:  {answerOK, beginStop, stopThenStart, beginUpgrade, answerOK, configure},
+	pStopping: {startLater, awaitStop, startLater, notRunning, answerOK, configure},
 }
 
 type event int
@@ -52,7 +52,12 @@ var onEvent = [nPhases][nEvents]action{ // columns: exit, ready, deadline (which
 	pStopping: {exitStopping, nil, stopTimedOut},          // stop_timeout, then SIGKILL
 }
 
-func (s *Service) onReq(r request) { s.step(r.op.String(), onRequest[s.st.phase][r.op], r) }
+func (s *Service) onReq(r request) {
+	if r.spec != nil && (r.op == opRestart || r.op == opConfigure) {
+		s.st.nextSpec = r.spec // taken by the next start (run)
+	}
+	s.step(r.op.String(), onRequest[s.st.phase][r.op], r)
+}
 
 func (s *Service) event(ev event) { s.step(ev.String(), onEvent[s.st.phase][ev], request{}) }
 
@@ -75,8 +80,11 @@ var errStopping = errors.New("service is being stopped")
 
 func answerOK(s *Service, req request) { s.answer(req.reply, reply{}) }
 
+// configure: the reloaded config waits in nextSpec (onReq) for the next start.
+func configure(s *Service, req request) { s.answer(req.reply, reply{}) }
+
 func notRunning(s *Service, req request) {
-	s.answer(req.reply, reply{err: fmt.Errorf("%s is %s, not running: start it instead of upgrading", s.Spec.Name, s.state())})
+	s.answer(req.reply, reply{err: fmt.Errorf("%s is %s, not running: start it instead of upgrading", s.spec().Name, s.state())})
 }
 
 func failNow(s *Service, req request) {
@@ -88,7 +96,7 @@ func failNow(s *Service, req request) {
 
 // startFresh begins an activation: an explicit start forgets earlier failures.
 func startFresh(s *Service, req request) {
-	s.st.failures, s.st.backoff, s.st.lastErr = nil, s.Spec.RestartDelay.Duration, nil
+	s.st.failures, s.st.backoff, s.st.lastErr = nil, s.spec().RestartDelay.Duration, nil
 	s.st.startWaiters = append(s.st.startWaiters, req.reply)
 	s.run()
 }
@@ -131,12 +139,12 @@ func beginStop(s *Service, req request) {
 	if s.st.up != nil {
 		s.upgradeEvent(uStop)
 	}
-	sig, _ := config.SignalByName(s.Spec.StopSignal)
+	sig, _ := config.SignalByName(s.spec().StopSignal)
 	for _, g := range s.st.gens {
 		s.signalTree(g, sig, true)
 	}
 	s.st.killed, s.st.selfStopping = false, false
-	s.enter(pStopping, time.Now().Add(s.Spec.StopTimeout.Duration))
+	s.enter(pStopping, time.Now().Add(s.spec().StopTimeout.Duration))
 }
 
 func awaitStop(s *Service, req request) {
@@ -206,8 +214,8 @@ func startTimedOut(s *Service, _ request) {
 	if g == nil || g.killedFor != "" {
 		return
 	}
-	g.killedFor = fmt.Sprintf("no READY=1 within start_timeout %s; killed", s.Spec.StartTimeout)
-	s.log.Error("not ready in time", "start_timeout", s.Spec.StartTimeout)
+	g.killedFor = fmt.Sprintf("no READY=1 within start_timeout %s; killed", s.spec().StartTimeout)
+	s.log.Error("not ready in time", "start_timeout", s.spec().StartTimeout)
 	s.st.lastErr = errors.New(g.killedFor)
 	s.st.deadline = time.Time{}
 	s.outcome(s.st.lastErr)
@@ -224,7 +232,7 @@ func watchdogFired(s *Service, _ request) {
 }
 
 func stopTimedOut(s *Service, _ request) {
-	s.log.Warn("did not stop in time; killing it", "stop_timeout", s.Spec.StopTimeout)
+	s.log.Warn("did not stop in time; killing it", "stop_timeout", s.spec().StopTimeout)
 	for _, g := range s.st.gens {
 		killGroup(g)
 	}
@@ -242,27 +250,27 @@ func (s *Service) restartOrEnd(failed bool) {
 		if failed {
 			s.enter(pFailed, time.Time{})
 		}
-		s.outcome(fmt.Errorf("%s ended and is not restarted (restart = %s)", s.Spec.Name, s.Spec.Restart))
+		s.outcome(fmt.Errorf("%s ended and is not restarted (restart = %s)", s.spec().Name, s.spec().Restart))
 		return
 	}
-	if time.Since(s.st.started) >= s.Spec.RestartWindow.Duration {
-		s.st.backoff = s.Spec.RestartDelay.Duration // it stayed up a while: start over
+	if time.Since(s.st.started) >= s.spec().RestartWindow.Duration {
+		s.st.backoff = s.spec().RestartDelay.Duration // it stayed up a while: start over
 	}
 	if s.overRestartLimit() {
 		s.st.lastErr = fmt.Errorf("restarted more than %d times in %s; giving up (initctl start %s to try again)",
-			s.Spec.RestartLimit, s.Spec.RestartWindow, s.Spec.Name)
-		s.log.Error("restart limit reached", "limit", s.Spec.RestartLimit, "window", s.Spec.RestartWindow)
+			s.spec().RestartLimit, s.spec().RestartWindow, s.spec().Name)
+		s.log.Error("restart limit reached", "limit", s.spec().RestartLimit, "window", s.spec().RestartWindow)
 		s.enter(pFailed, time.Time{})
 		s.outcome(s.st.lastErr)
 		return
 	}
 	s.log.Info("restarting", "in", s.st.backoff)
 	s.enter(pBackoff, time.Now().Add(s.st.backoff))
-	s.st.backoff = min(s.st.backoff*2, s.Spec.RestartDelayMax.Duration)
+	s.st.backoff = min(s.st.backoff*2, s.spec().RestartDelayMax.Duration)
 }
 
 func (s *Service) shouldRestart(failed bool) bool {
-	switch s.Spec.Restart {
+	switch s.spec().Restart {
 	case config.RestartAlways:
 		return true
 	case config.RestartOnFailure:
@@ -278,18 +286,22 @@ func (s *Service) overRestartLimit() bool {
 	now := time.Now()
 	kept := s.st.failures[:0]
 	for _, t := range append(s.st.failures, now) {
-		if now.Sub(t) < s.Spec.RestartWindow.Duration {
+		if now.Sub(t) < s.spec().RestartWindow.Duration {
 			kept = append(kept, t)
 		}
 	}
 	s.st.failures = kept
-	return s.Spec.RestartLimit > 0 && len(kept) > s.Spec.RestartLimit
+	return s.spec().RestartLimit > 0 && len(kept) > s.spec().RestartLimit
 }
 
 // run starts the program; failing to start is the attempt's outcome.
 func (s *Service) run() {
-	s.st.wdInterval = s.Spec.Watchdog.Duration // WATCHDOG_USEC= lasts one run, as in systemd
-	g, err := s.spawn(s.Spec.Exec[0], -1)
+	if s.st.nextSpec != nil {
+		s.specp.Store(s.st.nextSpec)
+		s.st.nextSpec = nil
+	}
+	s.st.wdInterval = s.spec().Watchdog.Duration // WATCHDOG_USEC= lasts one run, as in systemd
+	g, err := s.spawn(s.spec(), s.spec().Exec[0], -1)
 	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
 		// baton's shortage, not the service's failure: it does not count towards
 		// restart_limit, and the start is tried again (backing off) until fds are back.
@@ -297,7 +309,7 @@ func (s *Service) run() {
 		s.warn("no-fds", "start failed: out of file descriptors; trying again", "err", err)
 		s.outcome(s.st.lastErr)
 		s.enter(pBackoff, time.Now().Add(s.st.backoff))
-		s.st.backoff = min(s.st.backoff*2, s.Spec.RestartDelayMax.Duration)
+		s.st.backoff = min(s.st.backoff*2, s.spec().RestartDelayMax.Duration)
 		return
 	}
 	if err != nil {
@@ -310,11 +322,11 @@ func (s *Service) run() {
 	s.st.cur, s.st.started, s.st.lastErr = g, g.started, nil
 	s.st.mainPid, s.st.reloading, s.st.statusMsg, s.st.selfStopping = 0, false, "", false
 	s.log.Info("started", "pid", g.pid)
-	if s.Spec.Ready == config.ReadyStarted {
+	if s.spec().Ready == config.ReadyStarted {
 		s.markReady()
 		return
 	}
-	s.enter(pStarting, g.started.Add(s.Spec.StartTimeout.Duration))
+	s.enter(pStarting, g.started.Add(s.spec().StartTimeout.Duration))
 }
 
 func (s *Service) markReady() {

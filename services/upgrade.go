@@ -34,10 +34,11 @@ var ErrUpgradeInProgress = errors.New("an upgrade is already in progress")
 // is not ready within upgrade_timeout, it is killed and the old one keeps serving.
 type upgrade struct {
 	step     upStep
-	new      *generation // until it is ready and becomes the main generation
-	old      *generation // from then on, until it is reaped
-	oldEnd   int         // baton's end of the handoff channel, until offered to the old version
-	deadline time.Time   // of the step: ready, handoff acknowledged, drained
+	new      *generation     // until it is ready and becomes the main generation
+	spec     *config.Service // the new version's config; the service's once it is ready
+	old      *generation     // from then on, until it is reaped
+	oldEnd   int             // baton's end of the handoff channel, until offered to the old version
+	deadline time.Time       // of the step: ready, handoff acknowledged, drained
 	drainAt  time.Time
 	reason   string       // why the new version is being killed
 	oldExit  *system.Exit // the old version ended before the new one was ready
@@ -94,9 +95,21 @@ const (
 )
 
 func beginUpgrade(s *Service, req request) {
+	// The new version runs the config the request brings (a reloaded one) or the current one,
+	// with another binary if asked; it stays the service's config if the upgrade succeeds, so
+	// a later restart runs the new version too.
+	spec := s.spec()
+	if req.spec != nil {
+		spec = req.spec
+	}
 	execPath := req.exec
 	if execPath == "" {
-		execPath = s.Spec.Exec[0]
+		execPath = spec.Exec[0]
+	}
+	if execPath != spec.Exec[0] {
+		c := *spec
+		c.Exec = append([]string{execPath}, spec.Exec[1:]...)
+		spec = &c
 	}
 	rep := UpgradeReport{Exec: execPath}
 	if !filepath.IsAbs(execPath) {
@@ -109,7 +122,7 @@ func beginUpgrade(s *Service, req request) {
 		return
 	}
 	if s.st.selfStopping {
-		s.answer(req.reply, reply{err: fmt.Errorf("%s is stopping (STOPPING=1), not running: start it instead of upgrading", s.Spec.Name), upgrade: rep})
+		s.answer(req.reply, reply{err: fmt.Errorf("%s is stopping (STOPPING=1), not running: start it instead of upgrading", s.spec().Name), upgrade: rep})
 		return
 	}
 	// The channel live connections move through: the old version's end goes to it over its
@@ -119,7 +132,7 @@ func beginUpgrade(s *Service, req request) {
 		s.answer(req.reply, reply{err: fmt.Errorf("handoff channel: %w", err), upgrade: rep})
 		return
 	}
-	g, err := s.spawn(execPath, pair[1])
+	g, err := s.spawn(spec, execPath, pair[1])
 	unix.Close(pair[1])
 	if err != nil {
 		unix.Close(pair[0])
@@ -127,13 +140,13 @@ func beginUpgrade(s *Service, req request) {
 		return
 	}
 	rep.OldPid, rep.NewPid = s.st.cur.pid, g.pid
-	s.st.up = &upgrade{step: uWaitReady, new: g, oldEnd: pair[0], rep: rep, reply: req.reply,
-		deadline: g.started.Add(s.Spec.UpgradeTimeout.Duration)}
+	s.st.up = &upgrade{step: uWaitReady, new: g, spec: spec, oldEnd: pair[0], rep: rep, reply: req.reply,
+		deadline: g.started.Add(s.spec().UpgradeTimeout.Duration)}
 	s.log.Info("upgrade: new version started", "old_pid", rep.OldPid, "new_pid", g.pid, "exec", execPath)
-	if s.Spec.Ready != config.ReadyNotify {
+	if s.spec().Ready != config.ReadyNotify {
 		// Nothing proves it works but staying up: a binary that exits at once must not
 		// replace one that serves.
-		s.st.up.step, s.st.up.deadline = uSettling, g.started.Add(s.Spec.UpgradeSettle.Duration)
+		s.st.up.step, s.st.up.deadline = uSettling, g.started.Add(s.spec().UpgradeSettle.Duration)
 	}
 }
 
@@ -143,6 +156,7 @@ func swapIn(s *Service) {
 	g, old := up.new, s.st.cur
 	up.rep.ReadyAfter = time.Since(g.started)
 	up.new, up.old = nil, old
+	s.specp.Store(up.spec)
 	s.st.cur, s.st.started, s.st.readyAt = g, g.started, time.Now()
 	s.st.mainPid, s.st.statusMsg, s.st.reloading = 0, "", false
 	s.st.upgrades++
@@ -176,7 +190,7 @@ func swapIn(s *Service) {
 // awaitAck waits (outside the loop, on its own copy of the control channel) for the old
 // version to acknowledge the offer; a program without the client library never does.
 func (s *Service) awaitAck(g *generation, ctl int) {
-	defer system.Recover(s.log, "upgrade ack "+s.Spec.Name)
+	defer system.Recover(s.log, "upgrade ack "+s.spec().Name)
 	defer unix.Close(ctl)
 	ok := false
 	pfd := []unix.PollFd{{Fd: int32(ctl), Events: unix.POLLIN}}
@@ -190,14 +204,14 @@ func (s *Service) awaitAck(g *generation, ctl int) {
 
 func drainOld(s *Service) {
 	up := s.st.up
-	sig, _ := config.SignalByName(s.Spec.StopSignal)
+	sig, _ := config.SignalByName(s.spec().StopSignal)
 	s.signalTree(up.old, sig, false)
-	up.step, up.deadline, up.drainAt = uDraining, time.Now().Add(s.Spec.StopTimeout.Duration), time.Now()
+	up.step, up.deadline, up.drainAt = uDraining, time.Now().Add(s.spec().StopTimeout.Duration), time.Now()
 }
 
 func killOld(s *Service) {
 	up := s.st.up
-	s.log.Warn("upgrade: old version did not stop in time; killing it", "pid", up.old.pid, "stop_timeout", s.Spec.StopTimeout)
+	s.log.Warn("upgrade: old version did not stop in time; killing it", "pid", up.old.pid, "stop_timeout", s.spec().StopTimeout)
 	killGroup(up.old)
 	up.rep.Killed = true
 }
@@ -216,13 +230,13 @@ func newEndedEarly(s *Service) {
 	up := s.st.up
 	up.reason = fmt.Sprintf("it %s before READY=1", up.new.exit)
 	if up.step == uSettling {
-		up.reason = fmt.Sprintf("it %s within upgrade_settle %s", up.new.exit, s.Spec.UpgradeSettle)
+		up.reason = fmt.Sprintf("it %s within upgrade_settle %s", up.new.exit, s.spec().UpgradeSettle)
 	}
 	upgradeFailed(s)
 }
 
 func abortNotReady(s *Service) {
-	s.abortUpgrade(fmt.Sprintf("not ready within upgrade_timeout %s", s.Spec.UpgradeTimeout))
+	s.abortUpgrade(fmt.Sprintf("not ready within upgrade_timeout %s", s.spec().UpgradeTimeout))
 }
 
 func abortForStop(s *Service) { s.abortUpgrade("the service is being stopped") }
