@@ -67,6 +67,11 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
+	// Last: it describes what is in the archive (initctl update compares it with the running one).
+	manifest, err := img.AddManifest(*kernel)
+	if err != nil {
+		fatal(err)
+	}
 	var buf bytes.Buffer
 	if err := img.Write(&buf, *compression); err != nil {
 		fatal(err)
@@ -83,6 +88,7 @@ func main() {
 	for _, s := range sets {
 		fmt.Printf("mkimage: kernel %s: %d modules: %s\n", s.Index.Release, len(s.Index.Modules), strings.Join(s.Names(), " "))
 	}
+	fmt.Printf("mkimage: image %s (%s)\n", manifest.ImageID, images.ManifestPath)
 	fmt.Printf("mkimage: wrote %s: %d entries, %.1f MiB of files, %.1f MiB compressed (%s, %d bytes)\n", *out, len(img.Paths()),
 		float64(img.Report.Total())/(1<<20), float64(buf.Len())/(1<<20), *compression, buf.Len())
 	if *diskOut == "" {
