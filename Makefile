@@ -5,7 +5,8 @@ SHELL      := /bin/bash
 OUT        := out
 GO         ?= go
 GOBUILD    := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w'
-KERNEL_DIR := $(OUT)/kernel/amd64
+# The kernels live in out/kernel whatever OUT is (qemu-tests/fetch-kernel.sh puts them there).
+KERNEL_DIR := out/kernel/amd64
 VERSION    ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 HTTP_PORT    ?= 8080
 CONTROL_PORT ?= 7000
@@ -16,15 +17,33 @@ COMPRESS   ?= zstd
 QEMU_ACCEL ?= $(if $(BATON_QEMU_ACCEL),$(BATON_QEMU_ACCEL),tcg)
 BOOTLOADER := /usr/lib/systemd/boot/efi/systemd-bootx64.efi
 VMLINUZ     = $(firstword $(wildcard $(KERNEL_DIR)/boot/vmlinuz-*))
-CLOUD_VMLINUZ = $(firstword $(wildcard $(OUT)/kernel/cloud-amd64/boot/vmlinuz-*))
+CLOUD_VMLINUZ = $(firstword $(wildcard out/kernel/cloud-amd64/boot/vmlinuz-*))
+# Your own appliance: make image CONFIG=my/baton.toml BINDIR=my/bin OUT=my/out, then
+# make run CONFIG=… OUT=… FORWARDS=8080:80,7000:7000 (host port:guest port on 127.0.0.1).
+CONFIG     ?= examples/baton.toml
+BINDIR     ?= $(OUT)/bin
+FORWARDS   ?= $(HTTP_PORT):80,$(CONTROL_PORT):7000,$(STREAM_PORT):9000
+comma := ,
+empty :=
+HOSTFWD     = $(subst $(empty) ,,$(foreach f,$(subst $(comma), ,$(FORWARDS)),$(comma)hostfwd=tcp:127.0.0.1:$(subst :,-:,$(f))))
 
 BINS := $(OUT)/bin/init $(OUT)/bin/initctl $(OUT)/bin/web $(OUT)/bin/stream $(OUT)/bin/testsvc
 
-.PHONY: run-uefi all run test unit qemu-test image bench bench-handoff bench-kexec deps qemu kernel interop vet clean
+.PHONY: run-uefi all run test unit qemu-test image bench bench-handoff bench-kexec deps qemu kernel interop daemons vet clean
 all: image
 
 # --- dependencies a fresh machine lacks -------------------------------------------------
-deps: qemu kernel interop
+deps: qemu kernel interop daemons
+
+# Debian's daemons for the own-appliance QEMU test (lighttpd, nginx) and curl. Their maintainer
+# scripts would start them on this machine's port 80: a policy-rc.d that exits 101 forbids it
+# (removed afterwards unless it was there before).
+daemons:
+	@{ test -x /usr/sbin/lighttpd && test -x /usr/sbin/nginx && command -v curl >/dev/null; } || { \
+	  echo "installing lighttpd, nginx, curl (apt; not started here)"; own=; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own=1; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends lighttpd nginx curl; rc=$$?; \
+	  if [ -n "$$own" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; }
 
 # Real peers for the protocol tests: libsystemd (sd_listen_fds, sd_notify) and systemd-notify.
 interop:
@@ -60,8 +79,8 @@ FORCE:
 # out/initramfs.img, and out/disk.img: a UEFI boot disk (GPT, FAT32 ESP labelled BOOT with
 # systemd-boot, /vmlinuz, /vmlinuz-cloud, /initramfs.img) that the appliance mounts at /boot.
 image: qemu kernel $(BINS)
-	$(GO) run ./images/cmd/mkimage -config examples/baton.toml -init $(OUT)/bin/init \
-	  -bindir $(OUT)/bin -kernel-modules $(KERNEL_DIR)/lib/modules -kernel-modules $(OUT)/kernel/cloud-amd64/lib/modules \
+	$(GO) run ./images/cmd/mkimage -config $(CONFIG) -init $(OUT)/bin/init \
+	  -bindir $(BINDIR) -kernel-modules $(KERNEL_DIR)/lib/modules -kernel-modules out/kernel/cloud-amd64/lib/modules \
 	  -carry nls_cp437,nls_utf8,nls_ascii -compress $(COMPRESS) -tls-dir $(OUT)/tls -o $(OUT)/initramfs.img \
 	  -disk $(OUT)/disk.img -bootloader $(BOOTLOADER) -kernel $(VMLINUZ) -disk-file /vmlinuz-cloud=$(CLOUD_VMLINUZ) \
 	  -cmdline "console=ttyS0 panic=-1 quiet"
@@ -78,7 +97,7 @@ run: qemu image
 	  -serial mon:stdio -kernel $(VMLINUZ) \
 	  -initrd $(OUT)/initramfs.img -append "console=ttyS0 panic=-1 quiet" \
 	  -drive file=$(OUT)/disk.img,if=virtio,format=raw \
-	  -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$(HTTP_PORT)-:80,hostfwd=tcp:127.0.0.1:$(CONTROL_PORT)-:7000,hostfwd=tcp:127.0.0.1:$(STREAM_PORT)-:9000 \
+	  -netdev user,id=n0$(HOSTFWD) \
 	  -device virtio-net-pci,netdev=n0
 
 run-uefi: qemu image
@@ -86,7 +105,7 @@ run-uefi: qemu image
 	qemu-system-x86_64 -accel $(QEMU_ACCEL) -m 512 -nodefaults -nographic -serial mon:stdio -machine q35 \
 	  -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
 	  -drive if=pflash,format=raw,file=$(OUT)/ovmf-vars.fd -drive file=$(OUT)/disk.img,if=virtio,format=raw \
-	  -netdev user,id=n0,hostfwd=tcp:127.0.0.1:$(HTTP_PORT)-:80,hostfwd=tcp:127.0.0.1:$(CONTROL_PORT)-:7000,hostfwd=tcp:127.0.0.1:$(STREAM_PORT)-:9000 \
+	  -netdev user,id=n0$(HOSTFWD) \
 	  -device virtio-net-pci,netdev=n0
 
 # --- tests ------------------------------------------------------------------------------
