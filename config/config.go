@@ -26,8 +26,19 @@ type Config struct {
 	Mount    []Mount   `toml:"mount"`
 	Control  Control   `toml:"control"`
 	Kexec    Kexec     `toml:"kexec"`
+	Update   Update    `toml:"update"`
 	Service  []Service `toml:"service"`
 }
+
+// Update configures initctl update.
+type Update struct {
+	// ConfirmTimeout: an update is confirmed when every service meant to run is ready within
+	// this long after it is applied (after the new boot, on the kexec path); else undone.
+	ConfirmTimeout Duration `toml:"confirm_timeout"`
+}
+
+// DefaultConfirmTimeout is [update] confirm_timeout's default.
+const DefaultConfirmTimeout = 60 * time.Second
 
 // Mount is a file system mounted after the kernel modules are loaded.
 type Mount struct {

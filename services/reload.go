@@ -149,3 +149,47 @@ func (sv *Supervisor) Reload(cfg *config.Config) ReloadReport {
 	}
 	return rep
 }
+
+// Preview says what Reload(cfg) would do, without doing it.
+func (sv *Supervisor) Preview(cfg *config.Config) ReloadReport {
+	var rep ReloadReport
+	old := sv.set.Load()
+	wanted := map[string]bool{}
+	for _, spec := range cfg.StartOrder() {
+		wanted[spec.Name] = true
+		s, ok := old.byName[spec.Name]
+		if !ok {
+			rep.Started = append(rep.Started, spec.Name)
+			continue
+		}
+		st := s.Status().State
+		active := st == Running || st == Starting
+		switch how := classify(*s.spec(), spec); {
+		case how == same:
+			rep.Unchanged = append(rep.Unchanged, spec.Name)
+		case how == resources:
+			rep.Replaced = append(rep.Replaced, spec.Name)
+		case !active:
+			rep.Configured = append(rep.Configured, spec.Name)
+		case how == execEnv && st == Running:
+			rep.Upgraded = append(rep.Upgraded, spec.Name)
+		default:
+			rep.Restarted = append(rep.Restarted, spec.Name)
+		}
+	}
+	for i := len(old.list) - 1; i >= 0; i-- {
+		if n := old.list[i].spec().Name; !wanted[n] {
+			rep.Stopped = append(rep.Stopped, n)
+		}
+	}
+	return rep
+}
+
+// Config is the services' configs as they run now, in start order.
+func (sv *Supervisor) Config() []config.Service {
+	var out []config.Service
+	for _, s := range sv.services() {
+		out = append(out, s.Spec())
+	}
+	return out
+}

@@ -1,0 +1,248 @@
+package update
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/images"
+	"github.com/baton-init/baton/services"
+	"github.com/baton-init/baton/system"
+)
+
+var reaper *system.Reaper
+
+func TestMain(m *testing.M) {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		panic(err)
+	}
+	reaper = system.NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	os.Exit(m.Run())
+}
+
+func testLog() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// fixture is an appliance on the host: its "root file system" is the host's (service binaries
+// at their real paths), its boot partition a directory.
+type fixture struct {
+	dir, svc, cfgPath string
+	u                 *Updater
+	sv                *services.Supervisor
+}
+
+const cfgText = "[[service]]\nname = \"svc\"\nexec = [%q]\nrestart = \"never\"\nupgrade_settle = \"300ms\"\n"
+
+// image builds an initramfs whose service binary prints version and stays up, and returns
+// its bytes and manifest. The binary's image path is the host path f.svc.
+func (f *fixture) image(t *testing.T, script string, extra map[string]string) ([]byte, images.Manifest) {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "svc")
+	os.WriteFile(src, []byte(script), 0o755)
+	img := images.NewInitramfs()
+	img.AddData(config.DefaultPath, []byte(strings.Replace(cfgText, "%q", `"`+f.svc+`"`, 1)), 0o644)
+	if err := img.AddFile(f.svc, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for p, data := range extra {
+		img.AddData(p, []byte(data), 0o644)
+	}
+	m, err := img.AddManifest("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := img.Write(&buf, "zstd"); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), m
+}
+
+const v1 = "#!/bin/sh\necho version 1\nexec sleep 100\n"
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{dir: t.TempDir()}
+	f.svc = filepath.Join(f.dir, "root/bin/svc")
+	os.MkdirAll(filepath.Dir(f.svc), 0o755)
+	os.WriteFile(f.svc, []byte(v1), 0o755) // the booted root file system's binary
+	boot := Boot{Dir: filepath.Join(f.dir, "boot")}
+	initrd, booted := f.image(t, v1, nil)
+	// Slot a holds the running image, confirmed and default, as make image lays it out.
+	os.MkdirAll(boot.slotDir("a"), 0o755)
+	os.WriteFile(boot.SlotFile("a", KernelFile), fakeKernel("k1"), 0o644)
+	os.WriteFile(boot.SlotFile("a", InitrdFile), initrd, 0o644)
+	if err := boot.SetManifest("a", booted); err != nil {
+		t.Fatal(err)
+	}
+	if err := boot.AddEntry("a", "console=ttyS0", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := boot.Confirm("a"); err != nil {
+		t.Fatal(err)
+	}
+	f.cfgPath = filepath.Join(f.dir, "baton.toml")
+	os.WriteFile(f.cfgPath, []byte(strings.Replace(cfgText, "%q", `"`+f.svc+`"`, 1)), 0o644)
+	cfg, err := config.Load(f.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := services.New(cfg, services.Options{Log: testLog(), Reaper: reaper, RunDir: filepath.Join(f.dir, "run")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sv.StopAll(); sv.Close() })
+	if r := sv.StartAll(); r[0].Err != nil {
+		t.Fatal(r[0].Err)
+	}
+	f.sv = sv
+	f.u = &Updater{Boot: boot, Log: testLog(), SV: sv, RunDir: filepath.Join(f.dir, "run"), Booted: booted, BootCfg: cfg,
+		ConfirmTimeout: 5 * time.Second}
+	f.u.Init()
+	return f
+}
+
+// fakeKernel has what a bzImage's boot header needs to pass the check, and some content.
+func fakeKernel(content string) []byte {
+	b := make([]byte, 0x400)
+	b[0x1fe], b[0x1ff] = 0x55, 0xaa
+	copy(b[0x202:], "HdrS")
+	copy(b[0x300:], content)
+	return b
+}
+
+func sum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+func (f *fixture) upload(t *testing.T, kernel, initrd []byte) {
+	t.Helper()
+	for name, data := range map[string][]byte{KernelFile: kernel, InitrdFile: initrd} {
+		if err := f.u.Receive(name, int64(len(data)), sum(data), bytes.NewReader(data)); err != nil {
+			t.Fatalf("upload %s: %v", name, err)
+		}
+	}
+}
+
+func TestInPlaceUpdateConfirmedThenFirmwareDefault(t *testing.T) {
+	f := newFixture(t)
+	oldPid := f.sv.Status("svc").Pid
+	initrd, next := f.image(t, "#!/bin/sh\necho version 2\nexec sleep 100\n", nil)
+	f.upload(t, fakeKernel("k1"), initrd)
+	dry, err := f.u.Apply(ApplyRequest{DryRun: true})
+	if err != nil || dry.Plan.Path != PathInPlace || len(dry.Plan.Services.Upgraded) != 1 {
+		t.Fatalf("dry run: %+v, %v", dry.Plan, err)
+	}
+	if f.sv.Status("svc").Pid != oldPid {
+		t.Fatal("a dry run changed something")
+	}
+	res, err := f.u.Apply(ApplyRequest{})
+	if err != nil {
+		t.Fatalf("apply: %v (%+v)", err, res)
+	}
+	st := f.sv.Status("svc")
+	if st.Pid == oldPid || st.State != services.Running || !strings.Contains(st.Exec, "/run/images/") {
+		t.Fatalf("service after the update: %+v", st)
+	}
+	status := f.u.Status()
+	if status.RunningImage != next.ImageID || status.RunningSlot != "b" || status.Last.State != StateConfirmed {
+		t.Fatalf("status %+v", status)
+	}
+	if f.u.Boot.Default() != "b" {
+		t.Errorf("the firmware's default is %q, want the confirmed new slot b", f.u.Boot.Default())
+	}
+	// The same image again: nothing to do.
+	f.upload(t, fakeKernel("k1"), initrd)
+	if _, err := f.u.Apply(ApplyRequest{}); err == nil || !strings.Contains(err.Error(), "running already") {
+		t.Errorf("second apply of the same image: %v", err)
+	}
+}
+
+func TestInPlaceUpdateNotReadyRollsBack(t *testing.T) {
+	f := newFixture(t)
+	oldPid := f.sv.Status("svc").Pid
+	initrd, _ := f.image(t, "#!/bin/sh\necho broken; exit 3\n", nil)
+	f.upload(t, fakeKernel("k1"), initrd)
+	_, err := f.u.Apply(ApplyRequest{})
+	if !errors.Is(err, ErrNotConfirmed) || !strings.Contains(err.Error(), "upgrade_settle") {
+		t.Fatalf("apply of a broken service: %v", err)
+	}
+	if st := f.sv.Status("svc"); st.Pid != oldPid || st.State != services.Running {
+		t.Fatalf("the old version stopped serving: %+v", st)
+	}
+	st := f.u.Status()
+	if st.Last.State != StateRolledBack || st.Slots[1].State != Empty || f.u.Boot.Default() != "a" {
+		t.Fatalf("status after the rollback: %+v", st)
+	}
+}
+
+func TestKexecPathPlannedForNonServiceChanges(t *testing.T) {
+	f := newFixture(t)
+	initrd, _ := f.image(t, v1, map[string]string{"/init": "another PID 1"})
+	f.upload(t, fakeKernel("k1"), initrd)
+	res, err := f.u.Apply(ApplyRequest{DryRun: true})
+	if err != nil || res.Plan.Path != PathKexec || !strings.Contains(strings.Join(res.Plan.Why, ";"), "init binary") {
+		t.Fatalf("plan %+v, %v", res.Plan, err)
+	}
+	initrd, _ = f.image(t, v1, nil)
+	f.upload(t, fakeKernel("k2"), initrd)
+	if res, _ := f.u.Apply(ApplyRequest{DryRun: true}); res.Plan.Path != PathKexec || res.Plan.Why[0] != "the kernel changed" {
+		t.Fatalf("new kernel: plan %+v", res.Plan)
+	}
+	// Outside PID 1 there is no kexec: refused and undone, the service untouched.
+	if _, err := f.u.Apply(ApplyRequest{}); err == nil || !strings.Contains(err.Error(), "not PID 1") {
+		t.Errorf("kexec path outside PID 1: %v", err)
+	}
+}
+
+func TestBadUploadsChangeNothing(t *testing.T) {
+	f := newFixture(t)
+	before := f.u.Status().Slots
+	initrd, _ := f.image(t, v1, nil)
+	cases := []struct {
+		name, file string
+		data       []byte
+		size       int64
+		sha        string
+		want       string
+	}{
+		{"truncated", InitrdFile, initrd[:len(initrd)/2], int64(len(initrd)), sum(initrd), "truncated"},
+		{"corrupted", InitrdFile, append([]byte{1}, initrd[1:]...), int64(len(initrd)), sum(initrd), "SHA-256"},
+		{"not a kernel", KernelFile, initrd, int64(len(initrd)), sum(initrd), "not an x86 bzImage"},
+		{"no manifest", InitrdFile, fakeKernel("x"), 0x400, sum(fakeKernel("x")), "not an initramfs"},
+		{"no digest", KernelFile, fakeKernel("x"), 0x400, "", "SHA-256"},
+		{"too large", InitrdFile, initrd, 1 << 50, sum(initrd), "not enough space"},
+	}
+	for _, c := range cases {
+		err := f.u.Receive(c.file, c.size, c.sha, bytes.NewReader(c.data))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error with %q", c.name, err, c.want)
+		}
+		if _, err := os.Stat(f.u.Boot.SlotFile("b", c.file)); err == nil {
+			t.Errorf("%s: slot b has a %s", c.name, c.file)
+		}
+	}
+	if after := f.u.Status().Slots; !reflect.DeepEqual(after[0], before[0]) || after[1].State != Empty {
+		t.Errorf("slots changed: %+v → %+v", before, after)
+	}
+	f.u.busy.Lock()
+	err := f.u.Receive(KernelFile, 0x400, sum(fakeKernel("x")), bytes.NewReader(fakeKernel("x")))
+	f.u.busy.Unlock()
+	if !errors.Is(err, ErrBusy) {
+		t.Errorf("upload during another: %v", err)
+	}
+}
