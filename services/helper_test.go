@@ -54,6 +54,8 @@ func helper(mode string) {
 		client.Ready()
 	case "exit1":
 		os.Exit(1)
+	case "model":
+		modelService()
 	case "stopping-on-term": // ready at once; on SIGTERM says STOPPING=1, then exits
 		term := make(chan os.Signal, 1)
 		signal.Notify(term, unix.SIGTERM)
