@@ -63,6 +63,10 @@ type Kexec struct {
 type Control struct {
 	Remote string `toml:"remote"`  // host:port, e.g. "0.0.0.0:7000"
 	TLSDir string `toml:"tls_dir"` // ca.pem, server.pem, server-key.pem
+	// MaxHandshakes bounds remote connections that have not completed the TLS handshake
+	// (default 64), MaxConnections remote connections in all (default 256).
+	MaxHandshakes  int `toml:"max_handshakes"`
+	MaxConnections int `toml:"max_connections"`
 }
 
 // DefaultTLSDir is where the image builder puts the remote API's certificates.

@@ -187,6 +187,12 @@ func (c *Config) validateServices() []problem {
 			}
 		}
 	}
+	if c.Control.MaxHandshakes < 0 {
+		add("control.max_handshakes", "%d is negative", c.Control.MaxHandshakes)
+	}
+	if c.Control.MaxConnections < 0 {
+		add("control.max_connections", "%d is negative", c.Control.MaxConnections)
+	}
 	if c.Control.Remote != "" {
 		if _, _, err := net.SplitHostPort(c.Control.Remote); err != nil {
 			add("control.remote", "%s is not host:port (e.g. \"0.0.0.0:7000\")", quote(c.Control.Remote))

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/baton-init/baton/services"
@@ -58,7 +59,12 @@ type ConnError struct {
 }
 
 func (e *ConnError) Error() string {
-	return fmt.Sprintf("cannot reach baton at %s: %v", e.Target, e.Err)
+	msg := fmt.Sprintf("cannot reach baton at %s: %v", e.Target, e.Err)
+	if strings.Contains(msg, "remote error: tls: internal error") {
+		// What baton's remote listener answers while getrandom(2) would block.
+		msg += " (entropy not ready: the appliance's random pool is not initialised yet, so it refuses TLS; its console says more)"
+	}
+	return msg
 }
 
 func (e *ConnError) Unwrap() error { return e.Err }
@@ -81,6 +87,12 @@ func (c *Client) request(ctx context.Context, method, path string, in any) (*htt
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return c.do(req)
+}
+
+// do sends req, turning a 4xx or 5xx answer into an APIError and a failure to connect into a
+// ConnError.
+func (c *Client) do(req *http.Request) (*http.Response, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, &ConnError{Target: c.target, Err: unwrapURL(err)}

@@ -41,6 +41,14 @@ Commands:
         [--load-only] [--unload]
                               load a kernel while services run, then stop them and jump into it
   analyze [--json]            boot timeline, slowest first
+  update --kernel FILE --initrd FILE [--cmdline ARGS] [--dry-run] [--no-wait] [--timeout D]
+                              ship a new image (make image's out/initramfs.img and a kernel):
+                              services-only changes are upgraded in place, others kexec into
+                              the new slot; confirmed when every service is ready, else undone
+  update --status [--json]    both slots, the running image, the last update and its outcome
+  reload-config               read the config again and apply it: removed services stop, added
+                              ones start, changed exec/env upgrade over the held sockets, other
+                              changes restart; unchanged services keep running
 
 The socket is /run/baton/control.sock unless --socket or $BATON_SOCKET says otherwise.
 Exit codes: 0 ok, 1 failed, 2 usage, 3 unknown service, 4 not permitted, 5 baton unreachable.
@@ -77,6 +85,7 @@ func InitctlMain(args []string, stdout, stderr io.Writer) int {
 		"status": ic.status, "start": ic.action("start"), "stop": ic.action("stop"),
 		"restart": ic.action("restart"), "upgrade": ic.upgrade, "logs": ic.logs, "reboot": ic.power("reboot"),
 		"poweroff": ic.power("poweroff"), "halt": ic.power("halt"), "analyze": ic.analyze, "kexec": ic.kexec,
+		"reload-config": ic.reloadConfig, "update": ic.update,
 	}[cmd]
 	if !ok {
 		fmt.Fprintf(stderr, "initctl: unknown command %q\n\n%s", cmd, initctlUsage)
@@ -189,6 +198,7 @@ func (ic *initctl) statusDetail(s services.Status) error {
 	row("service", s.Name)
 	row("state", string(s.State))
 	row("pid", pidString(s.Pid))
+	row("exec", s.Exec)
 	row("uptime", s.Uptime)
 	row("restarts", fmt.Sprint(s.Restarts))
 	if s.Upgrades > 0 {
@@ -199,7 +209,7 @@ func (ic *initctl) statusDetail(s services.Status) error {
 	row("error", s.Error)
 	row("cgroup", s.Cgroup)
 	for _, g := range s.Generations {
-		row("generation", fmt.Sprintf("%s pid %d (ready: %v)", g.Role, g.Pid, g.Ready))
+		row("generation", fmt.Sprintf("%s pid %d %s (ready: %v)", g.Role, g.Pid, g.Exec, g.Ready))
 	}
 	for _, so := range s.Sockets {
 		row("socket", so.Name+" "+so.Listen)

@@ -2,7 +2,6 @@ package control
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,12 +10,14 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/services"
 	"github.com/baton-init/baton/system"
+	"github.com/baton-init/baton/update"
 )
 
 // Server answers the control API.
@@ -30,6 +31,19 @@ type Server struct {
 	// Kexec loads a kernel and, unless asked only to load, starts the shutdown that jumps into
 	// it; nil outside PID 1.
 	Kexec func(KexecRequest) (KexecResult, error)
+	// ReloadConfig reads the config file again and applies it; an error means it was not
+	// applied (nothing changed).
+	ReloadConfig func() (services.ReloadReport, error)
+	// Update receives and applies new images; nil where updates are not possible.
+	Update *update.Updater
+	// Remote bounds the remote API's connections (zero fields: the defaults).
+	Remote RemoteLimits
+	// BodyIdle is how long a request body may make no progress (default 10 s).
+	BodyIdle time.Duration
+	// MaxFollows bounds concurrent logs?follow=1 streams (default 32).
+	MaxFollows int
+
+	follows atomic.Int64
 }
 
 type peerKey struct{}
@@ -51,10 +65,12 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/system/{action}", s.power)
 	mux.HandleFunc("POST /v1/system/kexec", s.kexec)
 	mux.HandleFunc("GET /v1/boot", s.boot)
+	mux.HandleFunc("POST /v1/reload-config", s.reloadConfig)
+	s.updateRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
-	return s.contain(s.authorize(mux))
+	return s.contain(s.bodyDeadline(s.authorize(mux)))
 }
 
 // contain answers 500 to a request whose handler panicked and logs the panic with its stack,
@@ -118,7 +134,7 @@ func (s *Server) ServeLocal(l net.Listener) error {
 		},
 		ErrorLog: slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn),
 	}
-	err := srv.Serve(l)
+	err := srv.Serve(&retryAccept{Listener: l, warn: newRateLog(s.Log, 10*time.Second)})
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
@@ -151,13 +167,15 @@ func (s *Server) ServeRemote(addr, tlsDir string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := tls.Listen("tcp", addr, cfg)
+	raw, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("control remote %s: %w", addr, err)
 	}
+	l := newRemoteListener(raw, cfg, s.Remote, s.Log)
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute, // an idle keep-alive connection holds one of max_connections
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, peerKey{}, peer{remote: true})
 		},
@@ -253,9 +271,18 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	}
 	lines := svc.Logs.Tail(n)
 	if follow != "1" {
+		if lines == nil {
+			lines = []services.LogLine{} // [] for no lines, as for any list; not null
+		}
 		writeJSON(w, http.StatusOK, lines)
 		return
 	}
+	release, ok := s.followSlot()
+	if !ok {
+		writeError(w, http.StatusServiceUnavailable, "too many logs --follow streams open; close one or retry later")
+		return
+	}
+	defer release()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	var last uint64

@@ -1,6 +1,8 @@
 package images
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -12,15 +14,18 @@ import (
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/baton-init/baton/images/imagefmt"
 )
 
 // DiskSpec describes a UEFI boot disk: GPT with one EFI system partition (FAT32) that holds
-// systemd-boot, one loader entry, the kernel and the initramfs. The appliance mounts the
-// partition at /boot, so kernels copied there can be kexec'd.
+// systemd-boot and two image slots (initctl update writes the inactive one), slot a filled
+// with the kernel and the initramfs and its loader entry the default. The appliance mounts the
+// partition at /boot.
 type DiskSpec struct {
 	Bootloader string            // systemd-bootx64.efi (Debian: systemd-boot-efi)
-	Kernel     string            // becomes /vmlinuz
-	Initrd     string            // becomes /initramfs.img
+	Kernel     string            // becomes /slot-a/vmlinuz
+	Initrd     string            // becomes /slot-a/initramfs.img (its manifest /slot-a/manifest.json)
 	Cmdline    string            // the loader entry's options
 	Files      map[string]string // more files on the partition: path → host file
 	Label      string            // file system label and GPT partition name (default BOOT)
@@ -39,19 +44,29 @@ func BuildDisk(out string, spec DiskSpec) error {
 	if spec.Label == "" {
 		spec.Label = "BOOT"
 	}
-	files := map[string]string{"/EFI/BOOT/BOOTX64.EFI": spec.Bootloader, "/vmlinuz": spec.Kernel, "/initramfs.img": spec.Initrd}
+	files := map[string]string{"/EFI/BOOT/BOOTX64.EFI": spec.Bootloader, "/slot-a/vmlinuz": spec.Kernel,
+		"/slot-a/initramfs.img": spec.Initrd}
 	for p, h := range spec.Files {
 		files[path.Clean("/"+p)] = h
 	}
-	var payload int64
+	var payload, slot int64
 	for p, h := range files {
 		st, err := os.Stat(h)
 		if err != nil {
 			return fmt.Errorf("boot disk file %s: %w", p, err)
 		}
 		payload += st.Size()
+		if strings.HasPrefix(p, "/slot-a/") {
+			slot += st.Size()
+		}
 	}
-	espSize := max(int64(minESPSize), (payload*5/4+(16<<20))&^(1<<20-1))
+	manifest, err := manifestOf(spec.Initrd)
+	if err != nil {
+		return fmt.Errorf("boot disk: %w", err)
+	}
+	// Room for the second slot and for one upload beside it (a slot's files are received
+	// under other names before the old ones go), with a quarter to spare.
+	espSize := max(int64(minESPSize), ((payload+2*slot)*5/4+(16<<20))&^(1<<20-1))
 	diskSize := espSize + (firstLBA+34)*sector*2
 	_ = os.Remove(out)
 	// Reproducible FAT timestamps (go-diskfs follows SOURCE_DATE_EPOCH).
@@ -74,12 +89,14 @@ func BuildDisk(out string, spec DiskSpec) error {
 	if err != nil {
 		return fmt.Errorf("boot disk %s: FAT32: %w", out, err)
 	}
-	loader := "timeout 0\ndefault baton.conf\n"
-	entry := fmt.Sprintf("title baton\nlinux /vmlinuz\ninitrd /initramfs.img\noptions %s\n", spec.Cmdline)
+	loader := "timeout 0\ndefault baton-a.conf\n"
 	if err := writeFS(fs, "/loader/loader.conf", strings.NewReader(loader)); err != nil {
 		return err
 	}
-	if err := writeFS(fs, "/loader/entries/baton.conf", strings.NewReader(entry)); err != nil {
+	if err := writeFS(fs, "/loader/entries/baton-a.conf", strings.NewReader(imagefmt.LoaderEntry("a", spec.Cmdline))); err != nil {
+		return err
+	}
+	if err := writeFS(fs, "/slot-a/manifest.json", bytes.NewReader(manifest)); err != nil {
 		return err
 	}
 	paths := make([]string, 0, len(files))
@@ -99,6 +116,20 @@ func BuildDisk(out string, spec DiskSpec) error {
 		}
 	}
 	return nil
+}
+
+// manifestOf returns the manifest of the initramfs at path, as a slot keeps it.
+func manifestOf(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m, err := imagefmt.ReadManifest(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return json.MarshalIndent(m, "", " ")
 }
 
 func writeFS(fs filesystem.FileSystem, p string, r io.Reader) error {

@@ -10,12 +10,14 @@ import (
 	"testing"
 
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/baton-init/baton/images/imagefmt"
 )
 
 func TestManifestRoundTrip(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "web")
 	os.WriteFile(bin, []byte("#!/bin/true\nv1"), 0o755)
-	build := func() (*Initramfs, Manifest) {
+	build := func() (*Initramfs, imagefmt.Manifest) {
 		img := NewInitramfs()
 		img.AddData("/etc/baton/baton.toml", []byte("hostname = \"x\"\n"), 0o644)
 		if err := img.AddFile("/bin/web", bin, 0o755); err != nil {
@@ -42,12 +44,12 @@ func TestManifestRoundTrip(t *testing.T) {
 		if err := img.Write(&buf, c); err != nil {
 			t.Fatal(err)
 		}
-		got, err := ReadManifest(bytes.NewReader(buf.Bytes()))
+		got, err := imagefmt.ReadManifest(bytes.NewReader(buf.Bytes()))
 		if err != nil || !reflect.DeepEqual(got, m) {
 			t.Errorf("%s: read back %+v, %v; want %+v", c, got, err, m)
 		}
 		var web string
-		ReadInitramfs(bytes.NewReader(buf.Bytes()), func(name string, _ cpio.Info, body io.Reader) bool {
+		imagefmt.ReadInitramfs(bytes.NewReader(buf.Bytes()), func(name string, _ cpio.Info, body io.Reader) bool {
 			if name == "/bin/web" {
 				b, _ := io.ReadAll(body)
 				web = string(b)
@@ -71,21 +73,21 @@ func TestManifestRoundTrip(t *testing.T) {
 }
 
 func TestReadManifestRefuses(t *testing.T) {
-	if _, err := ReadManifest(strings.NewReader("MZ\x90\x00 not an archive at all")); err == nil || !strings.Contains(err.Error(), "not an initramfs") {
+	if _, err := imagefmt.ReadManifest(strings.NewReader("MZ\x90\x00 not an archive at all")); err == nil || !strings.Contains(err.Error(), "not an initramfs") {
 		t.Errorf("garbage: %v", err)
 	}
 	img := NewInitramfs()
 	img.AddData("/init", []byte("x"), 0o755)
 	var buf bytes.Buffer
 	img.Write(&buf, "zstd")
-	if _, err := ReadManifest(&buf); err == nil || !strings.Contains(err.Error(), "no /etc/baton/manifest.json") {
+	if _, err := imagefmt.ReadManifest(&buf); err == nil || !strings.Contains(err.Error(), "no /etc/baton/manifest.json") {
 		t.Errorf("no manifest: %v", err)
 	}
 	img.AddManifest("")
 	buf.Reset()
 	img.Write(&buf, "gzip")
 	cut := buf.Bytes()[:buf.Len()/2]
-	if _, err := ReadManifest(bytes.NewReader(cut)); err == nil {
+	if _, err := imagefmt.ReadManifest(bytes.NewReader(cut)); err == nil {
 		t.Error("a truncated archive gave a manifest")
 	}
 }

@@ -45,12 +45,13 @@ func startLocalControl(log *slog.Logger, srv *control.Server, runDir string) net
 }
 
 func startRemoteControl(log *slog.Logger, srv *control.Server, cfg *config.Config) (net.Listener, error) {
+	srv.Remote.MaxHandshakes, srv.Remote.MaxConnections = cfg.Control.MaxHandshakes, cfg.Control.MaxConnections
 	rl, err := srv.ServeRemote(cfg.Control.Remote, cfg.Control.TLSDir)
 	if err != nil {
 		log.Error("remote control API not available", "err", err)
 		return nil, err
 	}
-	log.Info("remote control API listening (mutual TLS)", "addr", cfg.Control.Remote)
+	log.Info("remote control API listening (mutual TLS)", "addr", rl.Addr().String())
 	return rl, nil
 }
 

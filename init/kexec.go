@@ -39,8 +39,13 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 		def.kernel, def.initrd, def.cmdline, def.append = m.cfg.Kexec.Kernel, m.cfg.Kexec.Initrd, m.cfg.Kexec.Cmdline, m.cfg.Kexec.Append
 	}
 	img := kexec.Image{Kernel: first(req.Kernel, def.kernel), Initrd: first(req.Initrd, def.initrd)}
-	if img.Kernel == "" {
-		return control.KexecResult{}, errors.New("kexec: no kernel: give --kernel PATH or set [kexec] kernel in the config")
+	if img.Kernel == "" || img.Initrd == "" {
+		// Neither says: the slot this boot came from (its kernel, its image).
+		kernel, initrd, err := m.runningSlotFiles()
+		if img.Kernel == "" && err != nil {
+			return control.KexecResult{}, fmt.Errorf("kexec: no kernel: give --kernel PATH or set [kexec] kernel in the config (%v)", err)
+		}
+		img.Kernel, img.Initrd = first(img.Kernel, kernel), first(img.Initrd, initrd)
 	}
 	var params []string
 	switch {

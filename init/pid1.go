@@ -18,6 +18,7 @@ import (
 	"github.com/baton-init/baton/services"
 	"github.com/baton-init/baton/system"
 	"github.com/baton-init/baton/system/kmod"
+	"github.com/baton-init/baton/update"
 )
 
 // modprobePath is where the image links the init binary as the kernel's module helper.
@@ -37,6 +38,7 @@ type machine struct {
 	cfg        *config.Config // nil when the config could not be loaded
 	modules    *kmod.Loader
 	sv         *services.Supervisor
+	updater    *update.Updater // nil without a manifest or slots on /boot
 	cgroups    *services.Cgroups
 	srv        *control.Server
 	initAt     time.Duration           // kernel uptime when /init started
@@ -69,6 +71,11 @@ func pid1Main() {
 	go m.powerSignals(sigs)
 	if err := system.CloseInheritedOnExec(); err != nil {
 		m.log.Warn("fds the kernel or an initramfs left open may reach the services", "err", err)
+	}
+	// The kernel gives PID 1 1,024/4,096 fds; the remote API keeps a reserve below the limit
+	// for supervising, which only means something with room above it.
+	if _, err := system.RaiseFDLimit(); err != nil {
+		m.log.Warn("fd limit not raised", "err", err)
 	}
 	m.reaper = system.NewReaper(m.log)
 	m.log.Info("baton starting as PID 1", "kernel_to_init", m.initAt.Round(time.Millisecond), system.KmsgKey, true)
@@ -319,8 +326,10 @@ func (m *machine) startControl() error {
 		return err
 	}
 	m.sv = sv
+	m.updater = m.newUpdater()
 	m.srv = &control.Server{SV: sv, Log: m.log, Timeline: m.timeline, Kexec: m.kexecRequest,
-		Power: func(a system.PowerAction) error { return m.requestPower("control API", a, nil) }}
+		Power:        func(a system.PowerAction) error { return m.requestPower("control API", a, nil) },
+		ReloadConfig: configReloader(m.log, sv, m.configPath), Update: m.updater}
 	if startLocalControl(m.log, m.srv, runDir) == nil {
 		return fmt.Errorf("no control API")
 	}
@@ -360,6 +369,11 @@ func (m *machine) startServices() error {
 		} else {
 			m.log.Info("service started", "service", r.Name, "took", r.Took)
 		}
+	}
+	if m.updater != nil {
+		// A boot on trial (a kexec update) confirms itself once its services are ready, or
+		// goes back; the boot does not wait for that.
+		go system.Contain(m.log, "update confirmation", m.updater.ConfirmTrial)
 	}
 	return errors.Join(errs...)
 }

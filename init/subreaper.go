@@ -39,6 +39,9 @@ func subreaperMain(args []string) int {
 	if err := system.CloseInheritedOnExec(); err != nil {
 		log.Warn("fds baton inherited may reach the services", "err", err)
 	}
+	if _, err := system.RaiseFDLimit(); err != nil {
+		log.Warn("fd limit not raised", "err", err)
+	}
 	// Caught, not ignored: SIG_IGN would pass to every service through execve. SIGHUP (the
 	// terminal that started baton closed) would otherwise end baton and orphan its services.
 	hup := make(chan os.Signal, 1)
@@ -80,7 +83,7 @@ func subreaperMain(args []string) int {
 	var readyAt atomic.Int64 // read by API handlers
 	srv := &control.Server{SV: sv, Log: log, Timeline: func() control.Timeline {
 		return control.Timeline{InitToReady: time.Duration(readyAt.Load()), Services: serviceTimeline(sv, start)}
-	}}
+	}, ReloadConfig: configReloader(log, sv, *cfgPath)}
 	listeners := startControl(log, srv, *runDir, cfg)
 	failed := 0
 	for _, r := range sv.StartAll() {

@@ -64,6 +64,11 @@ func testImage(t *testing.T, modules string) (initrd, disk string) {
 			imageErr = err
 			return
 		}
+		generic, _ := filepath.Glob(filepath.Join(repoRoot, "out/kernel/amd64/boot/vmlinuz-*"))
+		cloud, _ := filepath.Glob(filepath.Join(repoRoot, "out/kernel/cloud-amd64/boot/vmlinuz-*"))
+		if _, imageErr = img.AddManifest(generic[0]); imageErr != nil {
+			return
+		}
 		var buf bytes.Buffer
 		if imageErr = img.Write(&buf, "gzip"); imageErr != nil {
 			return
@@ -72,8 +77,6 @@ func testImage(t *testing.T, modules string) (initrd, disk string) {
 		if imageErr = os.WriteFile(imagePath, buf.Bytes(), 0o644); imageErr != nil {
 			return
 		}
-		generic, _ := filepath.Glob(filepath.Join(repoRoot, "out/kernel/amd64/boot/vmlinuz-*"))
-		cloud, _ := filepath.Glob(filepath.Join(repoRoot, "out/kernel/cloud-amd64/boot/vmlinuz-*"))
 		diskPath = filepath.Join(dir, "disk.img")
 		imageErr = images.BuildDisk(diskPath, images.DiskSpec{Bootloader: bootloader, Kernel: generic[0], Initrd: imagePath,
 			Cmdline: "console=ttyS0 panic=-1", Files: map[string]string{"/vmlinuz-cloud": cloud[0]}})

@@ -53,7 +53,7 @@ func TestQEMUKexec(t *testing.T) {
 
 	t.Run("same kernel with a marker", func(t *testing.T) {
 		out, code := vm.Initctl(t, "kexec", "--append", "baton.test.marker=first")
-		if code != 0 || !strings.Contains(out, "loaded /boot/vmlinuz") {
+		if code != 0 || !strings.Contains(out, "loaded /boot/slot-a/vmlinuz") {
 			t.Fatalf("kexec: %d\n%s", code, out)
 		}
 		_, jump := vm.WaitForAt(`kexec_core: Starting new kernel`, 60*time.Second)

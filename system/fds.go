@@ -41,3 +41,48 @@ func CloseInheritedOnExec() error {
 	}
 	return errors.Join(errs...)
 }
+
+// FDUsage counts the fds this process has open and reads its soft RLIMIT_NOFILE.
+func FDUsage() (open, limit int, err error) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, 0, fmt.Errorf("getrlimit(RLIMIT_NOFILE): %w", err)
+	}
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return 0, 0, err
+	}
+	return len(names) - 1, int(min(rl.Cur, 1<<30)), nil // without the directory's own fd
+}
+
+// FDLimit is what RaiseFDLimit aims for: systemd's hard limit for services, far above what
+// an appliance needs, far below fs.nr_open.
+const FDLimit = 1 << 16
+
+// RaiseFDLimit raises RLIMIT_NOFILE (soft and hard) to FDLimit, or as far as this process
+// may: PID 1 starts with the kernel's 1024/4096, which a flood of connections and a few
+// hundred services exhaust. It returns the limit now in force.
+func RaiseFDLimit() (uint64, error) {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, fmt.Errorf("getrlimit(RLIMIT_NOFILE): %w", err)
+	}
+	if rl.Cur >= FDLimit {
+		return rl.Cur, nil
+	}
+	want := unix.Rlimit{Cur: max(rl.Max, FDLimit), Max: max(rl.Max, FDLimit)}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &want); err != nil {
+		// Without CAP_SYS_RESOURCE (a container, a developer's shell) the hard limit is the
+		// ceiling; that is the caller's choice, not an error.
+		want = unix.Rlimit{Cur: rl.Max, Max: rl.Max}
+		if err2 := unix.Setrlimit(unix.RLIMIT_NOFILE, &want); err2 != nil {
+			return rl.Cur, fmt.Errorf("setrlimit(RLIMIT_NOFILE, %d): %w", want.Cur, err2)
+		}
+	}
+	return want.Cur, nil
+}

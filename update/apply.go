@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/baton-init/baton/config"
-	"github.com/baton-init/baton/images"
+	"github.com/baton-init/baton/images/imagefmt"
 	"github.com/baton-init/baton/services"
 	"github.com/baton-init/baton/system"
 )
@@ -138,7 +138,7 @@ func (u *Updater) inPlace(rec *Record, p Plan, initrd string, nextCfg *config.Co
 	return u.finish(rec, StateConfirmed, "", err)
 }
 
-func (u *Updater) manifestOf(slot string) images.Manifest {
+func (u *Updater) manifestOf(slot string) imagefmt.Manifest {
 	m, _ := u.Boot.Manifest(slot)
 	return m
 }
@@ -239,13 +239,13 @@ func (u *Updater) ConfirmTrial() {
 	}
 }
 
-func readManifestFile(path string) (images.Manifest, error) {
+func readManifestFile(path string) (imagefmt.Manifest, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return images.Manifest{}, err
+		return imagefmt.Manifest{}, err
 	}
 	defer f.Close()
-	return images.ReadManifest(f)
+	return imagefmt.ReadManifest(f)
 }
 
 // loadConfigOf extracts the new image's config and validates it as its PID 1 would.

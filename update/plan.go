@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/baton-init/baton/config"
-	"github.com/baton-init/baton/images"
+	"github.com/baton-init/baton/images/imagefmt"
 	"github.com/baton-init/baton/services"
 )
 
@@ -39,7 +39,7 @@ type Plan struct {
 //
 // run is the image running now (after earlier in-place updates, its services' binaries are
 // not the root file system's), boot the one the root file system was unpacked from.
-func makePlan(run, boot, next images.Manifest, runKernel, nextKernel string, runCfg, nextCfg *config.Config,
+func makePlan(run, boot, next imagefmt.Manifest, runKernel, nextKernel string, runCfg, nextCfg *config.Config,
 	sv *services.Supervisor, extractDir string) Plan {
 	p := Plan{From: run.ImageID, To: next.ImageID, Path: PathInPlace, Binaries: map[string]string{}}
 	if run.ImageID == next.ImageID && runKernel == nextKernel {
@@ -67,7 +67,7 @@ func makePlan(run, boot, next images.Manifest, runKernel, nextKernel string, run
 	sort.Strings(sorted)
 	modules := false
 	for _, f := range sorted {
-		if run.Files[f] == next.Files[f] || f == images.ManifestPath {
+		if run.Files[f] == next.Files[f] || f == imagefmt.ManifestPath {
 			continue
 		}
 		p.Changed = append(p.Changed, f)

@@ -10,7 +10,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/baton-init/baton/images"
+	"github.com/baton-init/baton/images/imagefmt"
 )
 
 // Upload errors a client can act on; the API maps them to status codes.
@@ -27,8 +27,8 @@ const spaceMargin = 1 << 20
 // SHA-256 computed on the way and compared with the one the client sent, its size checked
 // against the free space first, its content checked after. Whatever fails leaves the slot
 // without that file and without a loader entry.
-func (b Boot) receive(slot, file string, size int64, wantSHA string, body io.Reader) (images.Manifest, error) {
-	var m images.Manifest
+func (b Boot) receive(slot, file string, size int64, wantSHA string, body io.Reader) (imagefmt.Manifest, error) {
+	var m imagefmt.Manifest
 	if file != KernelFile && file != InitrdFile {
 		return m, fmt.Errorf("%w: unknown file %q (kernel or initrd)", ErrBadUpload, file)
 	}
@@ -94,14 +94,14 @@ func (b Boot) receive(slot, file string, size int64, wantSHA string, body io.Rea
 
 // checkContent refuses what the next step could not use: a kernel that is not a bzImage, an
 // initramfs baton cannot read or that has no manifest.
-func checkContent(file, path string) (images.Manifest, error) {
+func checkContent(file, path string) (imagefmt.Manifest, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return images.Manifest{}, err
+		return imagefmt.Manifest{}, err
 	}
 	defer f.Close()
 	if file == InitrdFile {
-		m, err := images.ReadManifest(f)
+		m, err := imagefmt.ReadManifest(f)
 		if err != nil {
 			return m, fmt.Errorf("%w: initrd: %v", ErrBadUpload, err)
 		}
@@ -109,9 +109,9 @@ func checkContent(file, path string) (images.Manifest, error) {
 	}
 	hdr := make([]byte, 0x206)
 	if _, err := io.ReadFull(f, hdr); err != nil || hdr[0x1fe] != 0x55 || hdr[0x1ff] != 0xaa || !bytes.Equal(hdr[0x202:0x206], []byte("HdrS")) {
-		return images.Manifest{}, fmt.Errorf("%w: kernel: not an x86 bzImage (no \"HdrS\" boot header at 0x202)", ErrBadUpload)
+		return imagefmt.Manifest{}, fmt.Errorf("%w: kernel: not an x86 bzImage (no \"HdrS\" boot header at 0x202)", ErrBadUpload)
 	}
-	return images.Manifest{}, nil
+	return imagefmt.Manifest{}, nil
 }
 
 // fileDigest is the SHA-256 of a file, as in manifests.

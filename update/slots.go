@@ -26,7 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/baton-init/baton/images"
+	"github.com/baton-init/baton/images/imagefmt"
 )
 
 // Slot names.
@@ -94,8 +94,8 @@ func (b Boot) Slots() []SlotInfo {
 }
 
 // Manifest reads a slot's manifest.
-func (b Boot) Manifest(slot string) (images.Manifest, error) {
-	var m images.Manifest
+func (b Boot) Manifest(slot string) (imagefmt.Manifest, error) {
+	var m imagefmt.Manifest
 	data, err := os.ReadFile(b.SlotFile(slot, manifestFile))
 	if err != nil {
 		return m, err
@@ -189,7 +189,7 @@ func (b Boot) Clear(slot string) error {
 }
 
 // SetManifest records the image a slot holds.
-func (b Boot) SetManifest(slot string, m images.Manifest) error {
+func (b Boot) SetManifest(slot string, m imagefmt.Manifest) error {
 	data, err := json.MarshalIndent(m, "", " ")
 	if err != nil {
 		return err
@@ -209,8 +209,7 @@ func (b Boot) AddEntry(slot, cmdline string, trial bool) error {
 			return err
 		}
 	}
-	entry := fmt.Sprintf("title baton (slot %s)\nlinux /slot-%s/%s\ninitrd /slot-%s/%s\noptions %s baton.slot=%s\n",
-		slot, slot, KernelFile, slot, InitrdFile, strings.TrimSpace(cmdline), slot)
+	entry := imagefmt.LoaderEntry(slot, cmdline)
 	if err := os.MkdirAll(b.entriesDir(), 0o755); err != nil {
 		return err
 	}

@@ -4,20 +4,24 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+	"github.com/u-root/u-root/pkg/cpio"
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/config"
-	"github.com/baton-init/baton/images"
+	"github.com/baton-init/baton/images/imagefmt"
 	"github.com/baton-init/baton/services"
 	"github.com/baton-init/baton/system"
 )
@@ -49,28 +53,38 @@ type fixture struct {
 
 const cfgText = "[[service]]\nname = \"svc\"\nexec = [%q]\nrestart = \"never\"\nupgrade_settle = \"300ms\"\n"
 
-// image builds an initramfs whose service binary prints version and stays up, and returns
-// its bytes and manifest. The binary's image path is the host path f.svc.
-func (f *fixture) image(t *testing.T, script string, extra map[string]string) ([]byte, images.Manifest) {
+// image builds an initramfs whose service binary is script, and returns its bytes and
+// manifest. The binary's image path is the host path f.svc. (Built here with u-root's cpio
+// writer: the image builder's package imports the control API, which imports this one.)
+func (f *fixture) image(t *testing.T, script string, extra map[string]string) ([]byte, imagefmt.Manifest) {
 	t.Helper()
-	src := filepath.Join(t.TempDir(), "svc")
-	os.WriteFile(src, []byte(script), 0o755)
-	img := images.NewInitramfs()
-	img.AddData(config.DefaultPath, []byte(strings.Replace(cfgText, "%q", `"`+f.svc+`"`, 1)), 0o644)
-	if err := img.AddFile(f.svc, src, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	files := map[string][]byte{config.DefaultPath: []byte(strings.Replace(cfgText, "%q", `"`+f.svc+`"`, 1)), f.svc: []byte(script)}
 	for p, data := range extra {
-		img.AddData(p, []byte(data), 0o644)
+		files[p] = []byte(data)
 	}
-	m, err := img.AddManifest("")
-	if err != nil {
-		t.Fatal(err)
+	m := imagefmt.Manifest{Files: map[string]string{}}
+	for p, data := range files {
+		m.Files[p], _ = imagefmt.Digest(bytes.NewReader(data))
 	}
+	m.ImageID = m.ID()
+	mj, _ := json.Marshal(m)
+	files[imagefmt.ManifestPath] = mj
+	var names []string
+	for p := range files {
+		names = append(names, p)
+	}
+	sort.Strings(names)
 	var buf bytes.Buffer
-	if err := img.Write(&buf, "zstd"); err != nil {
-		t.Fatal(err)
+	zw, _ := zstd.NewWriter(&buf)
+	w := cpio.Newc.Writer(zw)
+	for _, p := range names {
+		rec := cpio.StaticRecord(files[p], cpio.Info{Name: p[1:], Mode: cpio.S_IFREG | 0o755})
+		if err := w.WriteRecord(rec); err != nil {
+			t.Fatal(err)
+		}
 	}
+	cpio.WriteTrailer(w)
+	zw.Close()
 	return buf.Bytes(), m
 }
 

@@ -17,7 +17,7 @@ import (
 	"github.com/u-root/u-root/pkg/cpio"
 
 	"github.com/baton-init/baton/config"
-	"github.com/baton-init/baton/images"
+	"github.com/baton-init/baton/images/imagefmt"
 	"github.com/baton-init/baton/services"
 	"github.com/baton-init/baton/system"
 )
@@ -33,7 +33,7 @@ type Updater struct {
 	RunDir string // binaries of in-place updates are extracted below RunDir/images
 	// Booted is the manifest of the image the root file system was unpacked from; BootCfg the
 	// config PID 1 booted with; Cmdline this boot's kernel command line.
-	Booted  images.Manifest
+	Booted  imagefmt.Manifest
 	BootCfg *config.Config
 	Cmdline system.Cmdline
 	// Kexec loads kernel and initrd with cmdline and starts the shutdown that jumps into it;
@@ -43,7 +43,7 @@ type Updater struct {
 
 	busy    sync.Mutex // held while an update is received or applied
 	mu      sync.Mutex // guards what follows
-	running images.Manifest
+	running imagefmt.Manifest
 	slot    string // the slot running now, "" when booted from elsewhere
 }
 
@@ -193,7 +193,7 @@ func extract(path string, want map[string]string) error {
 	defer f.Close()
 	left := len(want)
 	var ferr error
-	err = images.ReadInitramfs(f, func(name string, info cpio.Info, body io.Reader) bool {
+	err = imagefmt.ReadInitramfs(f, func(name string, info cpio.Info, body io.Reader) bool {
 		dst, ok := want[name]
 		if !ok {
 			return true

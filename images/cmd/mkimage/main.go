@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/baton-init/baton/images"
+	"github.com/baton-init/baton/images/imagefmt"
 )
 
 type listFlag []string
@@ -36,7 +37,7 @@ func main() {
 	flag.StringVar(&spec.TLSDir, "tls-dir", "out/tls", "remote API TLS material: reused if there, else made there")
 	diskOut := flag.String("disk", "", "also write a UEFI boot disk (GPT, FAT32 ESP, systemd-boot) here")
 	bootloader := flag.String("bootloader", "/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "EFI boot loader for -disk")
-	kernel := flag.String("kernel", "", "kernel for -disk (/vmlinuz on the ESP)")
+	kernel := flag.String("kernel", "", "kernel for -disk (/slot-a/vmlinuz on the ESP), recorded in the manifest")
 	cmdline := flag.String("cmdline", "console=ttyS0", "kernel command line of the disk's loader entry")
 	var diskFiles listFlag
 	flag.Var(&diskFiles, "disk-file", "ESPPATH=HOST: another file on the ESP, e.g. /vmlinuz-cloud=… (repeatable)")
@@ -88,7 +89,7 @@ func main() {
 	for _, s := range sets {
 		fmt.Printf("mkimage: kernel %s: %d modules: %s\n", s.Index.Release, len(s.Index.Modules), strings.Join(s.Names(), " "))
 	}
-	fmt.Printf("mkimage: image %s (%s)\n", manifest.ImageID, images.ManifestPath)
+	fmt.Printf("mkimage: image %s (%s)\n", manifest.ImageID, imagefmt.ManifestPath)
 	fmt.Printf("mkimage: wrote %s: %d entries, %.1f MiB of files, %.1f MiB compressed (%s, %d bytes)\n", *out, len(img.Paths()),
 		float64(img.Report.Total())/(1<<20), float64(buf.Len())/(1<<20), *compression, buf.Len())
 	if *diskOut == "" {
@@ -109,7 +110,7 @@ func main() {
 		fatal(err)
 	}
 	st, _ := os.Stat(*diskOut)
-	fmt.Printf("mkimage: wrote %s: %d MiB, GPT + FAT32 ESP (label BOOT) with systemd-boot, /vmlinuz, /initramfs.img\n", *diskOut, st.Size()>>20)
+	fmt.Printf("mkimage: wrote %s: %d MiB, GPT + FAT32 ESP (label BOOT) with systemd-boot, slot a: /slot-a/vmlinuz, /slot-a/initramfs.img\n", *diskOut, st.Size()>>20)
 }
 
 func fatal(err error) {
