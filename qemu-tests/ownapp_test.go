@@ -25,7 +25,8 @@ import (
 const ownappConfig = `hostname = "ownapp"
 
 [boot]
-modules = ["virtio_net"]
+# virtio_rng: the remote API's TLS needs the kernel's random pool, slow to fill under TCG.
+modules = ["virtio_net", "virtio_rng"]
 
 [[network]]
 interface = "eth0"
@@ -108,7 +109,7 @@ func TestQEMUOwnAppliance(t *testing.T) {
 		len(img.Paths()), float64(img.Report.Total())/(1<<20), float64(buf.Len())/(1<<20), countKinds(img, "library", "interpreter"))
 
 	vm := qvm.Boot(t, qvm.BootOptions{Kernel: vmlinuz, Initrd: initrd, Forward: []int{80, 8080, controlPort},
-		Initctl: filepath.Join(dir, "initctl"), TLSDir: filepath.Join(dir, "tls")})
+		Initctl: filepath.Join(dir, "initctl"), TLSDir: filepath.Join(dir, "tls"), RNG: true})
 	vm.WaitFor(`all services started`, 120*time.Second)
 	if body := vm.Get(t, 80, "/"); !strings.Contains(body, "Welcome to nginx!") {
 		t.Errorf("nginx answered %q, want Debian's welcome page", body)
