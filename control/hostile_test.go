@@ -2,6 +2,7 @@ package control
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -279,5 +281,30 @@ func TestConcurrentRestartsAnswerForTheirService(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// initctl status shows a service's STATUS= and errors with their control characters escaped,
+// whatever the server sent.
+func TestInitctlStatusEscapesControlCharacters(t *testing.T) {
+	hostile := "\x1b[2J\x1b]0;owned\x07"
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := services.Status{Name: "a", State: services.Running, Status: hostile, Error: hostile}
+		if r.URL.Path == "/v1/services" {
+			writeJSON(w, http.StatusOK, ServiceList{Services: []services.Status{st}})
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	}))
+	defer ts.Close()
+	for _, args := range [][]string{{"status"}, {"status", "a"}} {
+		var out bytes.Buffer
+		ic := &initctl{c: &Client{hc: ts.Client(), base: ts.URL, target: ts.URL}, out: &out, err: io.Discard}
+		if err := ic.status(args[1:]); err != nil {
+			t.Fatal(err)
+		}
+		if strings.ContainsAny(out.String(), "\x1b\x07") || !strings.Contains(out.String(), `\x1b[2J\x1b]0;owned\x07`) {
+			t.Errorf("initctl %v printed %q", args, out.String())
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/baton-init/baton/services"
+	"github.com/baton-init/baton/system"
 )
 
 // Exit codes of initctl, for scripts.
@@ -180,8 +181,9 @@ func (ic *initctl) status(args []string) error {
 		if s.Error != "" {
 			note = s.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, dash(pidString(s.Pid)), dash(s.Uptime),
-			s.Restarts, dash(s.LastExit), note)
+		esc := system.EscapeControls // STATUS= and errors are a service's words, not a terminal's commands
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", esc(s.Name), esc(string(s.State)), dash(pidString(s.Pid)), dash(esc(s.Uptime)),
+			s.Restarts, dash(esc(s.LastExit)), esc(note))
 	}
 	return tw.Flush()
 }
@@ -192,7 +194,7 @@ func (ic *initctl) statusDetail(s services.Status) error {
 	tw := tabwriter.NewWriter(ic.out, 0, 4, 1, ' ', 0)
 	row := func(k, v string) {
 		if v != "" {
-			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+			fmt.Fprintf(tw, "%s:\t%s\n", k, system.EscapeControls(v))
 		}
 	}
 	row("service", s.Name)

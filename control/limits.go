@@ -65,8 +65,8 @@ type remoteListener struct {
 	ready chan net.Conn // handshaken
 	// entropy reports whether getrandom(2) would answer without blocking.
 	entropy func() bool
-	done  chan struct{}
-	once  sync.Once
+	done    chan struct{}
+	once    sync.Once
 
 	handshaking atomic.Int64
 	open        atomic.Int64

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/control"
+	"github.com/baton-init/baton/kexec"
 	"github.com/baton-init/baton/services"
 )
 
@@ -130,4 +132,29 @@ stop_timeout = "2s"
 		t.Errorf("baton had %d fds at the peak; the reserve keeps it at %d or less", peak, limit-control.DefaultFDReserve)
 	}
 	stopInit(t, cmd)
+}
+
+// A second kexec while the first one's kernel is still loading gets baton's own answer, not
+// the kernel's raw EBUSY; the control API turns every kexec refusal into 409.
+func TestKexecWhileLoadingIsRefused(t *testing.T) {
+	m := newMachine(io.Discard)
+	loading, release := make(chan struct{}), make(chan struct{})
+	loadKernel = func(kexec.Image) error {
+		close(loading)
+		<-release
+		return nil
+	}
+	defer func() { loadKernel = kexec.Load }()
+	req := control.KexecRequest{Kernel: "/boot/vmlinuz", Cmdline: "console=ttyS0", LoadOnly: true}
+	first := make(chan error, 1)
+	go func() { _, err := m.kexecRequest(req); first <- err }()
+	<-loading
+	_, err := m.kexecRequest(req)
+	if err == nil || !strings.Contains(err.Error(), "a kexec is already in progress") {
+		t.Errorf("second kexec during a load: %v, want \"a kexec is already in progress\"", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Errorf("first kexec: %v", err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -65,8 +66,14 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 	params = append(params, "baton.prev="+m.shutdownID())
 	img.Cmdline = kexec.Join(params)
 
+	// The kernel allows one load at a time and answers a second with a bare EBUSY ("another
+	// kexec load or a crash kernel operation is in progress"); say what it means here.
+	if !kexecLoading.CompareAndSwap(false, true) {
+		return control.KexecResult{}, errKexecBusy
+	}
 	start := time.Now()
-	err := kexec.Load(img)
+	err := loadKernel(img)
+	kexecLoading.Store(false)
 	res := control.KexecResult{Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: img.Cmdline, LoadMs: time.Since(start).Milliseconds()}
 	retry := false
 	if err != nil {
@@ -90,6 +97,14 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 	res.Jumping = true
 	return res, nil
 }
+
+// kexecLoading is true while a kexec load runs (one machine per process); loadKernel is
+// kexec.Load, a variable so a test can hold a load in progress.
+var (
+	kexecLoading atomic.Bool
+	loadKernel   = kexec.Load
+	errKexecBusy = errors.New("kexec: a kexec is already in progress (a kernel is being loaded); wait for it to finish")
+)
 
 // loadedNote says what the kernel reports, so a caller can trust a load or an unload.
 func loadedNote() string {

@@ -26,11 +26,14 @@ type consoleWriters struct {
 	mu   sync.Mutex
 	out  io.Writer
 	kmsg io.Writer // nil until there is a /dev/kmsg
+	// consoleLevel is the kernel's console_loglevel: records of a lower level written to
+	// /dev/kmsg are printed on the console by the kernel as well.
+	consoleLevel func() int
 }
 
 // NewConsoleHandler writes to out and, when kmsg is not nil, to the kernel log as well.
 func NewConsoleHandler(out, kmsg io.Writer, level slog.Leveler) *ConsoleHandler {
-	return &ConsoleHandler{w: &consoleWriters{out: out, kmsg: kmsg}, level: level}
+	return &ConsoleHandler{w: &consoleWriters{out: out, kmsg: kmsg, consoleLevel: consoleLoglevel}, level: level}
 }
 
 // SetKmsg starts writing to the kernel log too, for this handler and every one derived from
@@ -57,7 +60,7 @@ func (h *ConsoleHandler) Enabled(_ context.Context, l slog.Level) bool {
 
 func (h *ConsoleHandler) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
-	b.WriteString(r.Message)
+	b.WriteString(EscapeControls(r.Message))
 	b.WriteString(h.attrs)
 	r.Attrs(func(a slog.Attr) bool {
 		if a.Key != KmsgKey {
@@ -77,7 +80,17 @@ func (h *ConsoleHandler) Handle(_ context.Context, r slog.Record) error {
 		// Only warnings, errors and milestones go to the kernel log: the kernel rate-limits
 		// writers of /dev/kmsg (10 lines per 5 s) and echoes them to the console as well.
 		// A failed write must not stop console logging.
-		_, _ = io.WriteString(h.w.kmsg, kmsgLine(fmt.Sprintf("<%d>baton: %s%s", kmsgPriority(r.Level), level, line)))
+		prio := kmsgPriority(r.Level)
+		// The kernel echoes a record whose level is below console_loglevel to the console,
+		// where baton has just printed the line: every error twice under quiet (loglevel 4),
+		// warnings and milestones too without it (7). The record is written at the console's
+		// level instead, so the kernel keeps it for dmesg without echoing it; the line says
+		// its severity itself. Not the other way round (skip our own line): the kernel
+		// rate-limits /dev/kmsg writers and drops what exceeds it.
+		if cl := h.w.consoleLevel(); cl > prio && cl <= 7 {
+			prio = cl
+		}
+		_, _ = io.WriteString(h.w.kmsg, kmsgLine(fmt.Sprintf("<%d>baton: %s%s", prio, level, line)))
 	}
 	return nil
 }
@@ -128,10 +141,26 @@ func appendAttr(b *strings.Builder, a slog.Attr) {
 	if v.Kind() == slog.KindDuration {
 		s = v.Duration().Round(10 * time.Microsecond).String()
 	}
-	if s == "" || strings.ContainsAny(s, " \t\"=") {
+	// %q also escapes control characters: a value may come from a service or a peer.
+	if s == "" || strings.ContainsAny(s, " \t\"=") || strings.IndexFunc(s, isControl) >= 0 {
 		s = fmt.Sprintf("%q", s)
 	}
 	fmt.Fprintf(b, " %s=%s", a.Key, s)
+}
+
+// consoleLoglevel reads the first field of /proc/sys/kernel/printk (0 when unreadable: no
+// record is demoted). Read per record: dmesg -n changes it at run time, and only warnings and
+// milestones reach the kernel log.
+func consoleLoglevel() int {
+	b, err := os.ReadFile("/proc/sys/kernel/printk")
+	if err != nil {
+		return 0
+	}
+	var n int
+	if _, err := fmt.Sscan(string(b), &n); err != nil {
+		return 0
+	}
+	return n
 }
 
 func kmsgPriority(l slog.Level) int {
