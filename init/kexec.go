@@ -51,7 +51,8 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 	var params []string
 	switch {
 	case req.Cmdline != "":
-		params = []string{req.Cmdline}
+		// Split as the kernel would (quotes kept together), so Join quotes each as needed.
+		params = system.ParseCmdline(req.Cmdline).Params()
 	case req.ReuseCmdline || def.cmdline == "reuse" || def.cmdline == "":
 		params = kexec.Reuse(m.cmdline.Params())
 	default:

@@ -49,17 +49,7 @@ func testImage(t *testing.T, modules string) (initrd, disk string) {
 				return
 			}
 		}
-		img, _, err := images.Build(images.Spec{
-			Config: filepath.Join(repoRoot, "qemu-tests/testdata/appliance.toml"),
-			Init:   filepath.Join(dir, "bin/init"),
-			BinDir: filepath.Join(dir, "bin"),
-			Files: map[string]string{"/etc/baton/broken.toml": filepath.Join(repoRoot, "qemu-tests/testdata/broken.toml"),
-				"/etc/baton/dhcp.toml": filepath.Join(repoRoot, "qemu-tests/testdata/dhcp.toml")},
-			KernelModules: []string{modules, cloudModules},
-			// virtio_rng is carried for the DHCP boot, which attaches a virtio-rng device.
-			Carry:  []string{"squashfs", "nls_cp437", "nls_utf8", "nls_ascii", "virtio_rng"},
-			TLSDir: filepath.Join(dir, "tls"),
-		})
+		img, _, err := images.Build(testSpec(dir, modules, cloudModules))
 		if err != nil {
 			imageErr = err
 			return
@@ -85,6 +75,22 @@ func testImage(t *testing.T, modules string) (initrd, disk string) {
 		t.Fatalf("build test image: %v", imageErr)
 	}
 	return imagePath, diskPath
+}
+
+// testSpec is the test appliance: its config, the binaries built in dir/bin, modules for both
+// kernels. A test that ships an update changes a file of it (Files).
+func testSpec(dir, modules, cloudModules string) images.Spec {
+	return images.Spec{
+		Config: filepath.Join(repoRoot, "qemu-tests/testdata/appliance.toml"),
+		Init:   filepath.Join(dir, "bin/init"),
+		BinDir: filepath.Join(dir, "bin"),
+		Files: map[string]string{"/etc/baton/broken.toml": filepath.Join(repoRoot, "qemu-tests/testdata/broken.toml"),
+			"/etc/baton/dhcp.toml": filepath.Join(repoRoot, "qemu-tests/testdata/dhcp.toml")},
+		KernelModules: []string{modules, cloudModules},
+		// virtio_rng is carried for the DHCP boot, which attaches a virtio-rng device.
+		Carry:  []string{"squashfs", "nls_cp437", "nls_utf8", "nls_ascii", "virtio_rng"},
+		TLSDir: filepath.Join(dir, "tls"),
+	}
 }
 
 type buildError struct {

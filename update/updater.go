@@ -18,6 +18,7 @@ import (
 
 	"github.com/baton-init/baton/config"
 	"github.com/baton-init/baton/images/imagefmt"
+	"github.com/baton-init/baton/kexec"
 	"github.com/baton-init/baton/services"
 	"github.com/baton-init/baton/system"
 )
@@ -251,5 +252,5 @@ func (u *Updater) nextCmdline(extra ...string) string {
 		}
 		keep = append(keep, p)
 	}
-	return strings.Join(append(keep, extra...), " ")
+	return kexec.Join(append(keep, extra...))
 }

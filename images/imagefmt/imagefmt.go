@@ -103,8 +103,11 @@ func ReadInitramfs(r io.Reader, fn func(name string, info cpio.Info, body io.Rea
 	rr := cpio.Newc.Reader(&readerAt{r: cr})
 	for {
 		rec, err := rr.ReadRecord()
-		if errors.Is(err, io.EOF) {
+		if errors.Is(err, io.EOF) { // u-root's EOFReader: the trailer was read
 			return nil
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("initramfs: the archive ends in the middle of a record (truncated?): %w", err)
 		}
 		if err != nil {
 			return fmt.Errorf("initramfs: %w", err)
