@@ -81,7 +81,7 @@ FORCE:
 image: qemu kernel $(BINS)
 	$(GO) run ./images/cmd/mkimage -config $(CONFIG) -init $(OUT)/bin/init \
 	  -bindir $(BINDIR) -kernel-modules $(KERNEL_DIR)/lib/modules -kernel-modules out/kernel/cloud-amd64/lib/modules \
-	  -carry nls_cp437,nls_utf8,nls_ascii -compress $(COMPRESS) -tls-dir $(OUT)/tls -o $(OUT)/initramfs.img \
+	  -carry nls_cp437,nls_utf8,nls_ascii,virtio_rng -compress $(COMPRESS) -tls-dir $(OUT)/tls -o $(OUT)/initramfs.img \
 	  -disk $(OUT)/disk.img -bootloader $(BOOTLOADER) -kernel $(VMLINUZ) -disk-file /vmlinuz-cloud=$(CLOUD_VMLINUZ) \
 	  -cmdline "console=ttyS0 panic=-1 quiet"
 
@@ -98,7 +98,7 @@ run: qemu image
 	  -initrd $(OUT)/initramfs.img -append "console=ttyS0 panic=-1 quiet" \
 	  -drive file=$(OUT)/disk.img,if=virtio,format=raw \
 	  -netdev user,id=n0$(HOSTFWD) \
-	  -device virtio-net-pci,netdev=n0
+	  -device virtio-net-pci,netdev=n0 -device virtio-rng-pci
 
 run-uefi: qemu image
 	cp /usr/share/OVMF/OVMF_VARS_4M.fd $(OUT)/ovmf-vars.fd
@@ -106,7 +106,7 @@ run-uefi: qemu image
 	  -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
 	  -drive if=pflash,format=raw,file=$(OUT)/ovmf-vars.fd -drive file=$(OUT)/disk.img,if=virtio,format=raw \
 	  -netdev user,id=n0$(HOSTFWD) \
-	  -device virtio-net-pci,netdev=n0
+	  -device virtio-net-pci,netdev=n0 -device virtio-rng-pci
 
 # --- tests ------------------------------------------------------------------------------
 # gofmt must run: with gofmt missing, $$(gofmt -l …) is empty and the check would pass.

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -145,9 +146,11 @@ func Boot(t TB, o BootOptions) *VM {
 		"-serial", "stdio", "-monitor", "unix:" + vm.monitor + ",server,nowait",
 		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
 	}
-	if o.RNG {
+	if o.RNG || slices.Contains(o.Forward, ControlPort) {
 		// Entropy: the emulated CPU has no RDRAND, and without a source the kernel's random
-		// pool may take long to fill (crypto/rand, hence DHCP, waits for it).
+		// pool may take ~15 s to fill; crypto/rand (DHCP, and the remote API's TLS, which
+		// answers "entropy not ready" until then) waits for it. The images carry virtio_rng,
+		// which coldplug loads for the device.
 		args = append(args, "-device", "virtio-rng-pci")
 	}
 	if !o.Reboot {
