@@ -176,12 +176,13 @@ func (ic *initctl) update(args []string) error {
 	if *kernel == "" || *initrd == "" {
 		return &usageError{"update needs --kernel FILE and --initrd FILE (an image built by make image / mkimage)"}
 	}
-	for name, path := range map[string]string{update.KernelFile: *kernel, update.InitrdFile: *initrd} {
+	// The initramfs first: it is the one most checks can refuse.
+	for _, f := range []struct{ name, path string }{{update.InitrdFile, *initrd}, {update.KernelFile, *kernel}} {
 		start := time.Now()
-		if err := ic.c.UploadUpdateFile(name, path); err != nil {
-			return fmt.Errorf("upload %s: %w", path, err)
+		if err := ic.c.UploadUpdateFile(f.name, f.path); err != nil {
+			return fmt.Errorf("upload %s: %w", f.path, err)
 		}
-		fmt.Fprintf(ic.out, "uploaded %s as %s in %s\n", path, name, time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(ic.out, "uploaded %s as %s in %s\n", f.path, f.name, time.Since(start).Round(time.Millisecond))
 	}
 	res, err := ic.c.ApplyUpdate(update.ApplyRequest{Cmdline: *cmdline, DryRun: *dry})
 	if res.Plan.Path != "" {

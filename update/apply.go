@@ -49,12 +49,15 @@ func (u *Updater) Apply(req ApplyRequest) (ApplyResult, error) {
 			return res, fmt.Errorf("%w: slot %s has no %s: upload the kernel and the initrd first (%v)", ErrBadUpload, slot, filepath.Base(f), err)
 		}
 	}
-	next, err := readManifestFile(initrd)
+	// Written when the initramfs was received and checked; read from it again only if not.
+	next, err := u.Boot.Manifest(slot)
 	if err != nil {
-		return res, fmt.Errorf("%w: %v", ErrBadUpload, err)
+		if next, err = readManifestFile(initrd); err != nil {
+			return res, fmt.Errorf("%w: %v", ErrBadUpload, err)
+		}
 	}
 	work := filepath.Join(u.RunDir, "images")
-	nextCfg, err := u.loadConfigOf(initrd, next.ImageID, work)
+	nextCfg, err := u.loadConfigOf(initrd, next.ImageID)
 	if err != nil {
 		return res, err
 	}
@@ -249,11 +252,12 @@ func readManifestFile(path string) (imagefmt.Manifest, error) {
 }
 
 // loadConfigOf extracts the new image's config and validates it as its PID 1 would.
-func (u *Updater) loadConfigOf(initrd, id, work string) (*config.Config, error) {
-	dst := filepath.Join(work, id, "baton.toml")
-	_ = os.Remove(dst)
-	if err := extract(initrd, map[string]string{config.DefaultPath: dst}); err != nil {
-		return nil, fmt.Errorf("%w: the new image's config: %v", ErrBadUpload, err)
+func (u *Updater) loadConfigOf(initrd, id string) (*config.Config, error) {
+	dst := u.stagedConfig(id)
+	if _, err := os.Stat(dst); err != nil {
+		if err := extract(initrd, map[string]string{config.DefaultPath: dst}); err != nil {
+			return nil, fmt.Errorf("%w: the new image's config: %v", ErrBadUpload, err)
+		}
 	}
 	cfg, err := config.Load(dst)
 	if err != nil {

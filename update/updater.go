@@ -1,6 +1,7 @@
 package update
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -154,13 +155,23 @@ func (u *Updater) Receive(file string, size int64, sha string, body io.Reader) e
 	if err != nil {
 		return err
 	}
-	m, err := u.Boot.receive(slot, file, size, sha, body)
+	m, cfg, err := u.Boot.receive(slot, file, size, sha, body)
 	if err != nil {
 		u.Log.Error("update: upload refused", "file", file, "slot", slot, "err", err)
 		return err
 	}
+	if cfg != nil { // read with the manifest: applying it will not decompress the archive for it
+		if err := writeExtracted(u.stagedConfig(m.ImageID), bytes.NewReader(cfg), 0o644); err != nil {
+			return err
+		}
+	}
 	u.Log.Info("update: received", "file", file, "slot", slot, "bytes", size, "image", m.ImageID)
 	return nil
+}
+
+// stagedConfig is where the config of image id is kept once received.
+func (u *Updater) stagedConfig(id string) string {
+	return filepath.Join(u.RunDir, "images", id, "baton.toml")
 }
 
 func (u *Updater) record() (Record, error) {

@@ -152,27 +152,49 @@ func (s *readerAt) ReadAt(p []byte, off int64) (int, error) {
 
 // ReadManifest finds and decodes the manifest of the initramfs in r.
 func ReadManifest(r io.Reader) (Manifest, error) {
+	m, _, err := ReadManifestAnd(r)
+	return m, err
+}
+
+// maxSmallFile bounds what ReadManifestAnd keeps in memory of one file.
+const maxSmallFile = 4 << 20
+
+// ReadManifestAnd reads the manifest and, in the same pass, the small files named (e.g. the
+// config): one decompression of the archive instead of one each.
+func ReadManifestAnd(r io.Reader, paths ...string) (Manifest, map[string][]byte, error) {
 	var m Manifest
-	found := false
-	var derr error
+	want := map[string]bool{ManifestPath: true}
+	for _, p := range paths {
+		want[p] = true
+	}
+	got := map[string][]byte{}
+	var rerr error
 	err := ReadInitramfs(r, func(name string, _ cpio.Info, body io.Reader) bool {
-		if name != ManifestPath {
+		if !want[name] {
 			return true
 		}
-		found = true
-		derr = json.NewDecoder(body).Decode(&m)
-		return false
+		b, err := io.ReadAll(io.LimitReader(body, maxSmallFile))
+		if err != nil {
+			rerr = err
+			return false
+		}
+		got[name] = b
+		return len(got) < len(want)
 	})
+	if err == nil {
+		err = rerr
+	}
 	if err != nil {
-		return m, err
+		return m, got, err
 	}
-	if !found {
-		return m, fmt.Errorf("the initramfs has no %s: not built by baton's mkimage (or by one older than updates)", ManifestPath)
+	data, ok := got[ManifestPath]
+	if !ok {
+		return m, got, fmt.Errorf("the initramfs has no %s: not built by baton's mkimage (or by one older than updates)", ManifestPath)
 	}
-	if derr != nil {
-		return m, fmt.Errorf("%s: %w", ManifestPath, derr)
+	if err := json.Unmarshal(data, &m); err != nil {
+		return m, got, fmt.Errorf("%s: %w", ManifestPath, err)
 	}
-	return m, m.Verify()
+	return m, got, m.Verify()
 }
 
 // LoaderEntry is the systemd-boot entry of an image slot ("a" or "b"): /slot-X/vmlinuz and
