@@ -47,6 +47,8 @@ Commands:
                               services-only changes are upgraded in place, others kexec into
                               the new slot; confirmed when every service is ready, else undone
   update --status [--json]    both slots, the running image, the last update and its outcome
+  rollback [--dry-run] [--no-wait]
+                              back to the other confirmed slot, the least disruptive way
   reload-config               read the config again and apply it: removed services stop, added
                               ones start, changed exec/env upgrade over the held sockets, other
                               changes restart; unchanged services keep running
@@ -86,7 +88,7 @@ func InitctlMain(args []string, stdout, stderr io.Writer) int {
 		"status": ic.status, "start": ic.action("start"), "stop": ic.action("stop"),
 		"restart": ic.action("restart"), "upgrade": ic.upgrade, "logs": ic.logs, "reboot": ic.power("reboot"),
 		"poweroff": ic.power("poweroff"), "halt": ic.power("halt"), "analyze": ic.analyze, "kexec": ic.kexec,
-		"reload-config": ic.reloadConfig, "update": ic.update,
+		"reload-config": ic.reloadConfig, "update": ic.update, "rollback": ic.rollback,
 	}[cmd]
 	if !ok {
 		fmt.Fprintf(stderr, "initctl: unknown command %q\n\n%s", cmd, initctlUsage)

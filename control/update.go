@@ -185,10 +185,30 @@ func (ic *initctl) update(args []string) error {
 		fmt.Fprintf(ic.out, "uploaded %s as %s in %s\n", f.path, f.name, time.Since(start).Round(time.Millisecond))
 	}
 	res, err := ic.c.ApplyUpdate(update.ApplyRequest{Cmdline: *cmdline, DryRun: *dry})
+	return ic.outcome(res, err, *dry, *noWait, *timeout)
+}
+
+// rollback switches to the other confirmed slot, the least disruptive way, and waits for the
+// outcome as update does.
+func (ic *initctl) rollback(args []string) error {
+	fs := flag.NewFlagSet("rollback", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	dry := fs.Bool("dry-run", false, "")
+	noWait := fs.Bool("no-wait", false, "")
+	timeout := fs.Duration("timeout", 5*time.Minute, "")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return &usageError{"rollback [--dry-run] [--no-wait] [--timeout D]"}
+	}
+	res, err := ic.c.ApplyUpdate(update.ApplyRequest{Rollback: true, DryRun: *dry})
+	return ic.outcome(res, err, *dry, *noWait, *timeout)
+}
+
+// outcome prints an apply's plan and result, and follows a kexec across the reboot.
+func (ic *initctl) outcome(res UpdateApply, err error, dry, noWait bool, timeout time.Duration) error {
 	if res.Plan.Path != "" {
 		ic.printPlan(res.Plan)
 	}
-	if err != nil || *dry {
+	if err != nil || dry {
 		return err
 	}
 	if !res.Pending {
@@ -196,12 +216,12 @@ func (ic *initctl) update(args []string) error {
 		return nil
 	}
 	fmt.Fprintf(ic.out, "update %s: kexec into slot %s on trial; ", res.Record.ID, res.Record.Slot)
-	if *noWait {
+	if noWait {
 		fmt.Fprintln(ic.out, "not waiting (initctl update --status tells how it ended)")
 		return nil
 	}
 	fmt.Fprintln(ic.out, "waiting for the new boot to confirm it")
-	return ic.followUpdate(res.Record.ID, *timeout)
+	return ic.followUpdate(res.Record.ID, timeout)
 }
 
 // followUpdate asks the appliance, across its reboot, until the update is confirmed or rolled

@@ -190,3 +190,55 @@ func TestQEMUUpdate(t *testing.T) {
 		}
 	})
 }
+
+// panicImage is an image whose kernel panics at once: it has no /init (but a manifest and a
+// config, so the upload is accepted: a panic is what the trial boot is there to survive).
+func panicImage(t *testing.T) string {
+	t.Helper()
+	img := images.NewInitramfs()
+	cfg, err := os.ReadFile(filepath.Join(repoRoot, "qemu-tests/testdata/appliance.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img.AddData("/etc/baton/baton.toml", cfg, 0o644)
+	if _, err := img.AddManifest(""); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := img.Write(&buf, "gzip"); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "panic.img")
+	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestQEMUUpdatePanicFirmware boots the boot disk through OVMF and ships an image whose new
+// boot panics: panic=10 on the trial's command line reboots through the firmware, which boots
+// the confirmed slot (the trial entry is never the default), and that boot records the
+// update as rolled back.
+func TestQEMUUpdatePanicFirmware(t *testing.T) {
+	t.Parallel()
+	generic, modules := kernel(t, "amd64")
+	_, disk := testImage(t, modules)
+	bad := panicImage(t)
+	vm := Boot(t, BootOptions{Disk: disk, Reboot: true, Forward: []int{webPort, controlPort}})
+	vm.WaitFor(`baton: all services started`, bootTimeout)
+	out, code := vm.Initctl(t, "update", "--kernel", generic, "--initrd", bad, "--timeout", "5m")
+	if code != 1 || !strings.Contains(out, "rolled back") || !strings.Contains(out, "did not confirm it") {
+		t.Fatalf("update to an image that panics: exit %d\n%s", code, out)
+	}
+	console := strings.Join(vm.Console(), "\n")
+	if !strings.Contains(console, "Kernel panic") || strings.Count(console, "Linux version") < 3 {
+		t.Errorf("no panic then firmware boot seen on the console (Linux version ×%d)", strings.Count(console, "Linux version"))
+	}
+	out, _ = vm.Initctl(t, "update", "--status")
+	if !slotIs(out, "a", "confirmed, firmware default") || !strings.Contains(out, "(slot a)") || !strings.Contains(out, "rolled-back") {
+		t.Errorf("status after the firmware brought the confirmed slot back:\n%s", out)
+	}
+	if got := vm.Get(t, webPort, "/"); !strings.Contains(got, "hello") {
+		t.Errorf("web after the rollback: %q", got)
+	}
+}

@@ -18,6 +18,8 @@ import (
 type ApplyRequest struct {
 	Cmdline string `json:"cmdline,omitempty"` // the new slot's kernel command line (default: this boot's)
 	DryRun  bool   `json:"dry_run,omitempty"`
+	// Rollback switches to the other confirmed slot (initctl rollback) instead of an upload.
+	Rollback bool `json:"rollback,omitempty"`
 }
 
 // ApplyResult says what was planned and, unless pending, how it ended.
@@ -40,6 +42,9 @@ func (u *Updater) Apply(req ApplyRequest) (ApplyResult, error) {
 	}
 	defer u.busy.Unlock()
 	slot, err := u.target()
+	if req.Rollback {
+		slot, err = u.rollbackSlot()
+	}
 	if err != nil {
 		return res, err
 	}
@@ -87,8 +92,10 @@ func (u *Updater) Apply(req ApplyRequest) (ApplyResult, error) {
 	}
 	rec := Record{ID: newID(), From: run.ImageID, To: next.ImageID, Slot: slot, PrevSlot: prevSlot,
 		Path: res.Plan.Path, State: StateApplying, Started: time.Now()}
-	if err := u.Boot.SetManifest(slot, next); err != nil {
-		return res, err
+	if !req.Rollback {
+		if err := u.Boot.SetManifest(slot, next); err != nil {
+			return res, err
+		}
 	}
 	switch res.Plan.Path {
 	case PathNothing:
@@ -197,8 +204,12 @@ func (u *Updater) viaKexec(rec *Record, kernel, initrd, cmdline string) error {
 	if rec.PrevSlot == "" {
 		return fmt.Errorf("the running image is in no slot on %s (booted from elsewhere): a kexec update could not roll back; install the image with make image first", u.Boot.Dir)
 	}
-	if err := u.Boot.AddEntry(rec.Slot, cmdline, true); err != nil {
-		return err
+	// A slot that is confirmed already (a rollback) keeps its entry; the trial is in the
+	// record and on the command line, and the default switches once the boot confirms it.
+	if u.Boot.slotState(rec.Slot) != Confirmed {
+		if err := u.Boot.AddEntry(rec.Slot, cmdline, true); err != nil {
+			return err
+		}
 	}
 	rec.State = StateTrial
 	u.saveRecord(*rec)
@@ -240,6 +251,21 @@ func (u *Updater) ConfirmTrial() {
 	if err := u.Kexec(u.Boot.SlotFile(rec.PrevSlot, KernelFile), u.Boot.SlotFile(rec.PrevSlot, InitrdFile), back); err != nil {
 		u.Log.Error("update: rolling back by kexec failed; the firmware's default is the confirmed slot", "err", err, system.KmsgKey, true)
 	}
+}
+
+// rollbackSlot is the other confirmed slot, which initctl rollback switches to.
+func (u *Updater) rollbackSlot() (string, error) {
+	u.mu.Lock()
+	running := u.slot
+	u.mu.Unlock()
+	if running == "" {
+		return "", errors.New("rollback: this boot did not come from a slot on " + u.Boot.Dir)
+	}
+	other := Other(running)
+	if st := u.Boot.slotState(other); st != Confirmed {
+		return "", fmt.Errorf("rollback: slot %s is %s, not a confirmed image to go back to", other, st)
+	}
+	return other, nil
 }
 
 func readManifestFile(path string) (imagefmt.Manifest, error) {

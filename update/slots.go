@@ -93,6 +93,15 @@ func (b Boot) Slots() []SlotInfo {
 	return out
 }
 
+func (b Boot) slotState(slot string) SlotState {
+	for _, si := range b.Slots() {
+		if si.Name == slot {
+			return si.State
+		}
+	}
+	return Empty
+}
+
 // Manifest reads a slot's manifest.
 func (b Boot) Manifest(slot string) (imagefmt.Manifest, error) {
 	var m imagefmt.Manifest

@@ -179,10 +179,21 @@ func TestInPlaceUpdateConfirmedThenFirmwareDefault(t *testing.T) {
 	if f.u.Boot.Default() != "b" {
 		t.Errorf("the firmware's default is %q, want the confirmed new slot b", f.u.Boot.Default())
 	}
+	// initctl rollback: back to slot a's image, in place too, and it is the default again.
+	res, err = f.u.Apply(ApplyRequest{Rollback: true})
+	if err != nil || res.Plan.Path != PathInPlace {
+		t.Fatalf("rollback: %v (%+v)", err, res.Plan)
+	}
+	if st := f.sv.Status("svc"); st.Exec != f.svc || st.State != services.Running || f.u.Boot.Default() != "a" || f.u.Status().RunningSlot != "a" {
+		t.Fatalf("after the rollback: %+v, default %s", st, f.u.Boot.Default())
+	}
+	if _, err := f.u.Apply(ApplyRequest{Rollback: true}); err != nil { // and forth again
+		t.Fatalf("rollback to b: %v", err)
+	}
 	// The same image again: nothing to do.
 	f.upload(t, fakeKernel("k1"), initrd)
-	if _, err := f.u.Apply(ApplyRequest{}); err == nil || !strings.Contains(err.Error(), "running already") {
-		t.Errorf("second apply of the same image: %v", err)
+	if _, err := f.u.Apply(ApplyRequest{}); err == nil {
+		t.Errorf("update to the running image: %v", err)
 	}
 }
 
