@@ -129,7 +129,7 @@ func TestQEMUBootDemo(t *testing.T) {
 
 	// Last: SIGUSR2 to PID 1 from inside powers the machine off.
 	vm.Post(t, testPort, "/signal-init?sig=USR2")
-	vm.WaitFor(`power request signal=SIGUSR2 action=poweroff`, 30*time.Second)
+	vm.WaitFor(`power request via="signal SIGUSR2" action=poweroff`, 30*time.Second)
 	vm.WaitFor(`step done step="stop services"`, 30*time.Second)
 	vm.WaitFor(`shutdown complete action=poweroff`, 30*time.Second)
 	if code := vm.WaitExit(30 * time.Second); code != 0 {
@@ -158,7 +158,7 @@ func TestQEMUBrokenConfig(t *testing.T) {
 	vm.WaitFor(`baton: all services started.*failed_steps=1`, bootTimeout)
 	// PID 1 is alive if it turns ctrl-alt-del (SIGINT, after CAD_OFF) into an orderly reboot.
 	vm.Monitor("sendkey ctrl-alt-delete")
-	vm.WaitFor(`power request signal=SIGINT action=reboot`, 30*time.Second)
+	vm.WaitFor(`power request via="signal SIGINT" action=reboot`, 30*time.Second)
 	vm.WaitFor(`shutdown complete action=reboot`, 30*time.Second)
 	if code := vm.WaitExit(30 * time.Second); code != 0 {
 		t.Errorf("QEMU exited %d after reboot with -no-reboot, want 0", code)
