@@ -29,7 +29,7 @@ HOSTFWD     = $(subst $(empty) ,,$(foreach f,$(subst $(comma), ,$(FORWARDS)),$(c
 
 BINS := $(OUT)/bin/init $(OUT)/bin/initctl $(OUT)/bin/web $(OUT)/bin/stream $(OUT)/bin/testsvc
 
-.PHONY: run-uefi all run test unit fuzz qemu-test image bench bench-handoff bench-kexec deps qemu kernel interop daemons vet clean
+.PHONY: run-uefi all run test unit fuzz qemu-test image bench bench-handoff bench-kexec bench-update deps qemu kernel interop daemons vet clean
 all: image
 
 # --- dependencies a fresh machine lacks -------------------------------------------------
@@ -139,10 +139,14 @@ qemu-test: deps
 test: vet unit qemu-test
 
 # Benchmarks print a table and write JSON to out/bench/.
-bench: bench-handoff bench-kexec
+bench: bench-handoff bench-kexec bench-update
 
 bench-kexec: image
 	$(GO) run ./qemu-tests/cmd/bench-kexec -runs $(or $(RUNS),3) -o $(OUT)/bench/kexec.json
+
+# initctl update: in place vs kexec vs firmware reboot, under a host-side poller (OVMF boot).
+bench-update: image
+	$(GO) run ./qemu-tests/cmd/bench-update -runs $(or $(RUNS),3) -o $(OUT)/bench/update.json
 
 bench-handoff: image
 	$(GO) run ./qemu-tests/cmd/bench-handoff -qemu -o $(OUT)/bench/handoff.json
