@@ -44,6 +44,8 @@ type Timeline struct {
 	// Previous holds the shutdown steps of the boot before, when known (read from /boot).
 	Previous       []TimelineEntry `json:"previous,omitempty"`
 	PreviousAction string          `json:"previous_action,omitempty"` // reboot, kexec, …
+	// Update says how the last initctl update ended, when it was not confirmed.
+	Update string `json:"update,omitempty"`
 }
 
 // TimelineEntry is one boot step or one service's start.

@@ -366,6 +366,9 @@ func (ic *initctl) analyze(args []string) error {
 		fmt.Fprintf(ic.out, "kernel %s + baton %s = %s to all services started\n\n",
 			ms(t.KernelToInit), ms(t.InitToReady), ms(t.KernelToInit+t.InitToReady))
 	}
+	if t.Update != "" {
+		fmt.Fprintf(ic.out, "%s\n\n", t.Update)
+	}
 	all := append([]TimelineEntry(nil), t.Steps...)
 	for _, s := range t.Services {
 		s.Name = "service " + s.Name

@@ -355,6 +355,11 @@ func (m *machine) timeline() control.Timeline {
 	if m.sv != nil {
 		t.Services = serviceTimeline(m.sv, m.bootWall)
 	}
+	if m.updater != nil {
+		if last := m.updater.Status().Last; last != nil && last.State == update.StateRolledBack {
+			t.Update = fmt.Sprintf("update to %s rolled back: %s", last.To, last.Reason)
+		}
+	}
 	return t
 }
 
