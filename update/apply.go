@@ -145,7 +145,26 @@ func (u *Updater) inPlace(rec *Record, p Plan, initrd string, nextCfg *config.Co
 	u.mu.Lock()
 	u.running, u.slot = u.manifestOf(rec.Slot), rec.Slot
 	u.mu.Unlock()
+	u.prune()
 	return u.finish(rec, StateConfirmed, "", err)
+}
+
+// prune removes from RunDir/images (tmpfs: memory) what no service runs any more: binaries of
+// earlier updates and configs of images that are not running.
+func (u *Updater) prune() {
+	dir := filepath.Join(u.RunDir, "images")
+	keep := map[string]bool{u.Status().RunningImage: true}
+	for _, s := range u.SV.Config() {
+		if rel, ok := strings.CutPrefix(s.Exec[0], dir+"/"); ok {
+			keep[strings.SplitN(rel, "/", 2)[0]] = true
+		}
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if !keep[e.Name()] {
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 func (u *Updater) manifestOf(slot string) imagefmt.Manifest {

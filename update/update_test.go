@@ -187,6 +187,9 @@ func TestInPlaceUpdateConfirmedThenFirmwareDefault(t *testing.T) {
 	if st := f.sv.Status("svc"); st.Exec != f.svc || st.State != services.Running || f.u.Boot.Default() != "a" || f.u.Status().RunningSlot != "a" {
 		t.Fatalf("after the rollback: %+v, default %s", st, f.u.Boot.Default())
 	}
+	if ents, _ := os.ReadDir(filepath.Join(f.u.RunDir, "images")); len(ents) != 1 { // the running image's config only
+		t.Errorf("after rolling back to the root file system's binary, %d extraction dirs are kept", len(ents))
+	}
 	if _, err := f.u.Apply(ApplyRequest{Rollback: true}); err != nil { // and forth again
 		t.Fatalf("rollback to b: %v", err)
 	}
