@@ -113,6 +113,14 @@ func TestParseErrors(t *testing.T) {
 			[]string{"f.toml:4:", "comes from the lease"}},
 		{"bad remote", "[control]\nremote = \"7000\"\n",
 			[]string{"f.toml:2:", "control.remote"}},
+		{"relative watchdog device", "[watchdog]\ndevice = \"watchdog\"\n",
+			[]string{"f.toml:2:", "watchdog.device", "absolute path"}},
+		{"watchdog timeout without device", "[watchdog]\ntimeout = \"10s\"\n",
+			[]string{"f.toml:2:", "watchdog.timeout", "device is not"}},
+		{"watchdog timeout in fractions", "[watchdog]\ndevice = \"/dev/watchdog\"\ntimeout = \"1500ms\"\n",
+			[]string{"f.toml:3:", "watchdog.timeout", "whole seconds"}},
+		{"watchdog timeout too short", "[watchdog]\ndevice = \"/dev/watchdog\"\ntimeout = \"1s\"\n",
+			[]string{"f.toml:3:", "watchdog.timeout", "from 2s to 1h"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("f.toml", []byte(tc.doc))
@@ -125,6 +133,25 @@ func TestParseErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestWatchdogDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		want time.Duration
+	}{
+		{"", 0}, // no device, no watchdog
+		{"[watchdog]\ndevice = \"/dev/watchdog\"\n", DefaultWatchdogTimeout},
+		{"[watchdog]\ndevice = \"/dev/watchdog\"\ntimeout = \"10s\"\n", 10 * time.Second},
+	} {
+		c, err := Parse("f.toml", []byte(tc.doc))
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", tc.doc, err)
+		}
+		if c.Watchdog.Timeout.Duration != tc.want {
+			t.Errorf("Parse(%q): timeout %v, want %v", tc.doc, c.Watchdog.Timeout.Duration, tc.want)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // MaxServices bounds the services of one config. Each costs PID 1 about five fds from load on
@@ -80,6 +81,14 @@ func (c *Config) validate() []problem {
 	if c.Kexec.Initrd != "" && !path.IsAbs(c.Kexec.Initrd) {
 		add("kexec.initrd", "%s must be an absolute path", quote(c.Kexec.Initrd))
 	}
+	if w := c.Watchdog; w.Device != "" && !path.IsAbs(w.Device) {
+		add("watchdog.device", "%s must be an absolute path (e.g. \"/dev/watchdog\")", quote(w.Device))
+	} else if w.Device == "" && w.Timeout.Duration != 0 {
+		add("watchdog.timeout", "is set but device is not: set device = \"/dev/watchdog\" (and list the driver's module in [boot] modules)")
+	} else if t := w.Timeout.Duration; w.Device != "" && (t%time.Second != 0 || t < 2*time.Second || t > time.Hour) {
+		// WDIOC_SETTIMEOUT takes whole seconds; PID 1 pets every third of it.
+		add("watchdog.timeout", "%s: use whole seconds from 2s to 1h", t)
+	}
 	ps = append(ps, c.validateServices()...)
 	return ps
 }
@@ -123,11 +132,13 @@ func (c *Config) validateServices() []problem {
 		default:
 			add(k+".restart", "service %s: %s is not a restart policy (always, on-failure or never)", quote(s.Name), quote(s.Restart))
 		}
-		switch s.Ready {
-		case ReadyStarted, ReadyNotify:
+		switch {
+		case s.Type != TypeSimple: // validateType
+		case s.Ready == ReadyStarted, s.Ready == ReadyNotify:
 		default:
 			add(k+".ready", "service %s: %s is not a readiness kind (started or notify)", quote(s.Name), quote(s.Ready))
 		}
+		ps = append(ps, validateType(k, s)...)
 	}
 	for i, s := range c.Service {
 		k := fmt.Sprintf("service[%d]", i)
