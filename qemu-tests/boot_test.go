@@ -38,17 +38,17 @@ func TestQEMUBootDemo(t *testing.T) {
 		}
 	}
 
-	t.Run("web answers through the port forward", func(t *testing.T) {
+	vm.Run(t, "web answers through the port forward", func(t *testing.T) {
 		body := vm.Get(t, webPort, "/")
 		if !regexp.MustCompile(`^hello from baton demo web test pid \d+ on baton-test\n$`).MatchString(body) {
 			t.Errorf("GET / = %q", body)
 		}
 	})
 
-	t.Run("machine state", func(t *testing.T) {
+	vm.Run(t, "machine state", func(t *testing.T) {
 		var info struct {
 			Hostname, Release, Modprobe string
-			Modules, Mounts             []string
+			Modules, Mounts, Routes     []string
 			Pid1RSS                     string `json:"pid1_rss"`
 			Cgroup                      map[string]string
 		}
@@ -63,6 +63,9 @@ func TestQEMUBootDemo(t *testing.T) {
 		}
 		if info.Hostname != "baton-test" {
 			t.Errorf("hostname = %q", info.Hostname)
+		}
+		if !contains(info.Routes, "eth0 0.0.0.0/0 via 10.0.2.2") || !contains(info.Routes, "eth0 10.0.2.0/24") {
+			t.Errorf("routes %v, want the configured gateway as default route and the subnet on eth0", info.Routes)
 		}
 		if info.Modprobe != "/sbin/modprobe" {
 			t.Errorf("/proc/sys/kernel/modprobe = %q", info.Modprobe)
@@ -82,7 +85,7 @@ func TestQEMUBootDemo(t *testing.T) {
 		}
 	})
 
-	t.Run("kernel module requests are answered", func(t *testing.T) {
+	vm.Run(t, "kernel module requests are answered", func(t *testing.T) {
 		// Mounting squashfs makes the kernel run /sbin/modprobe fs-squashfs; the image carries
 		// the module without loading it at boot.
 		var r struct {
@@ -98,7 +101,7 @@ func TestQEMUBootDemo(t *testing.T) {
 		}
 	})
 
-	t.Run("orphans are reaped", func(t *testing.T) {
+	vm.Run(t, "orphans are reaped", func(t *testing.T) {
 		var o struct {
 			Pid, Ppid int
 			State     string
@@ -202,10 +205,20 @@ func TestQEMUDHCP(t *testing.T) {
 	if body := vm.Get(t, webPort, "/"); !strings.Contains(body, "on baton-dhcp") {
 		t.Errorf("GET / = %q", body)
 	}
-	var info struct{ Resolv string }
+	var info struct {
+		Resolv string
+		Routes []string
+	}
 	mustJSON(t, vm.Get(t, testPort, "/info"), &info)
 	if info.Resolv != "nameserver 10.0.2.3" {
 		t.Errorf("/etc/resolv.conf = %q", info.Resolv)
+	}
+	// The kernel's routing table, not the lease's log line: the lease's router as the default
+	// route, and the lease's subnet on the link.
+	for _, want := range []string{"eth0 0.0.0.0/0 via 10.0.2.2", "eth0 10.0.2.0/24"} {
+		if !contains(info.Routes, want) {
+			t.Errorf("route %q missing; /proc/net/route: %v", want, info.Routes)
+		}
 	}
 	vm.Post(t, testPort, "/signal-init?sig=USR2")
 	if code := vm.WaitExit(60 * time.Second); code != 0 {

@@ -4,16 +4,14 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	qvm "github.com/baton-init/baton/qemu-tests/vm"
 )
 
 // TestQEMUControl drives the booted appliance from the host with initctl: list, restart a
@@ -54,7 +52,7 @@ func TestQEMUControl(t *testing.T) {
 		t.Errorf("web still answers from the old pid %d: %q", before.Pid, body)
 	}
 
-	t.Run("upgrade under load", func(t *testing.T) { upgradeUnderLoad(t, vm) })
+	vm.Run(t, "upgrade under load", func(t *testing.T) { upgradeUnderLoad(t, vm) })
 
 	out, code = vm.Initctl(t, "logs", "web")
 	if code != 0 || strings.Count(out, "serving on") != 3 {
@@ -80,37 +78,11 @@ func TestQEMUControl(t *testing.T) {
 }
 
 // upgradeUnderLoad upgrades web and stream inside the guest while the host keeps requesting web
-// (a new connection each time) and holds a stream connection: nothing may fail, and the stream
-// connection must keep its count across the upgrade.
+// (a new connection every 10 ms, the shared poller) and holds a stream connection: nothing may
+// fail, and the stream connection must keep its count across the upgrade.
 func upgradeUnderLoad(t *testing.T, vm *VM) {
-	stop := make(chan struct{})
-	var requests, failures atomic.Int64
-	var firstErr atomic.Value
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := hc.Get(vm.URL(webPort, "/"))
-				if err == nil {
-					_, err = io.ReadAll(resp.Body)
-					resp.Body.Close()
-				}
-				requests.Add(1)
-				if err != nil {
-					failures.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				}
-			}
-		}()
-	}
+	p := vm.Poll(webPort, qvm.PollOptions{})
+	defer p.End()
 	conn, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(vm.HostPort(streamPort)))
 	if err != nil {
 		t.Fatal(err)
@@ -134,13 +106,12 @@ func upgradeUnderLoad(t *testing.T, vm *VM) {
 		}
 	}
 	say(3) // same connection, now served by the new stream process, count intact
-	close(stop)
-	wg.Wait()
-	t.Logf("during the upgrades: %d requests, %d failed", requests.Load(), failures.Load())
-	if failures.Load() != 0 {
-		t.Errorf("%d of %d requests failed during the upgrades (first: %v)", failures.Load(), requests.Load(), firstErr.Load())
+	res := p.End()
+	t.Logf("poller during the upgrades: %s", res)
+	if len(res.Failed) != 0 {
+		t.Errorf("web failed requests during the upgrades: %s", res)
 	}
-	if requests.Load() < 10 {
-		t.Errorf("only %d requests during the upgrades: the check means little", requests.Load())
+	if res.Answers < 10 {
+		t.Errorf("only %d answers during the upgrades: the check means little (%s)", res.Answers, res)
 	}
 }

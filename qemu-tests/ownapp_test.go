@@ -3,13 +3,10 @@ package qemutests
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -118,7 +115,7 @@ func TestQEMUOwnAppliance(t *testing.T) {
 		t.Errorf("lighttpd answered %q, want %q", body, lighttpdPage)
 	}
 
-	poller := startCounter(vm.URL(8080, "/"))
+	poller := vm.Poll(8080, qvm.PollOptions{})
 	time.Sleep(300 * time.Millisecond) // some answers before the first upgrade
 	pids := map[string]bool{}
 	for i := 0; i < 3; i++ {
@@ -129,10 +126,10 @@ func TestQEMUOwnAppliance(t *testing.T) {
 		pids[out] = true
 	}
 	time.Sleep(300 * time.Millisecond)
-	ok, failed := poller.end()
-	t.Logf("host-side poller during 3 upgrades of lighttpd: %d answers, %d failures", ok, len(failed))
-	if len(failed) != 0 || ok < 50 {
-		t.Errorf("%d requests to lighttpd failed during 3 upgrades (%d answered), want 0: %v", len(failed), ok, failed)
+	r := poller.End()
+	t.Logf("host-side poller during 3 upgrades of lighttpd: %s", r)
+	if len(r.Failed) != 0 || r.Answers < 50 {
+		t.Errorf("lighttpd during 3 upgrades: %s; want no failure and at least 50 answers", r)
 	}
 	if len(pids) != 3 {
 		t.Errorf("upgrades reported %v, want three different pid changes", pids)
@@ -152,69 +149,6 @@ func TestQEMUOwnAppliance(t *testing.T) {
 	if code := vm.WaitExit(60 * time.Second); code != 0 {
 		t.Errorf("QEMU exited %d after poweroff, want 0", code)
 	}
-}
-
-// counter requests url every 10 ms, each on a new connection in its own goroutine (at most
-// 100 at once), and keeps every failure's error: a slow answer under TCG is not a lost one,
-// so the timeout is generous.
-type counter struct {
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	ok     int
-	failed []string
-}
-
-func startCounter(url string) *counter {
-	c := &counter{stop: make(chan struct{})}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	slots := make(chan struct{}, 100)
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-c.stop:
-				return
-			case <-tick.C:
-			}
-			select {
-			case slots <- struct{}{}:
-			default:
-				continue
-			}
-			c.wg.Add(1)
-			go func() {
-				defer c.wg.Done()
-				defer func() { <-slots }()
-				at := time.Now()
-				resp, err := hc.Get(url)
-				if err == nil {
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != 200 {
-						err = fmt.Errorf("status %s", resp.Status)
-					}
-				}
-				c.mu.Lock()
-				defer c.mu.Unlock()
-				if err != nil {
-					c.failed = append(c.failed, at.Format("15:04:05.000")+" "+err.Error())
-					return
-				}
-				c.ok++
-			}()
-		}
-	}()
-	return c
-}
-
-func (c *counter) end() (int, []string) {
-	close(c.stop)
-	c.wg.Wait()
-	return c.ok, c.failed
 }
 
 func countKinds(img *images.Initramfs, kinds ...string) int {

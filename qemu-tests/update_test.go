@@ -14,6 +14,7 @@ import (
 
 	"github.com/baton-init/baton/control"
 	"github.com/baton-init/baton/images"
+	qvm "github.com/baton-init/baton/qemu-tests/vm"
 )
 
 // updateImage builds the test appliance with web built as version, or with another program at
@@ -78,14 +79,14 @@ func TestQEMUUpdate(t *testing.T) {
 	if out, code := vm.Initctl(t, "update", "--status"); code != 0 || !strings.Contains(out, "(slot a)") {
 		t.Fatalf("update --status before any update: exit %d\n%s", code, out)
 	}
-	release := func() string {
+	release := func(t *testing.T) string {
 		var i struct{ Release string }
 		mustJSON(t, vm.Get(t, testPort, "/info"), &i)
 		return i.Release
 	}
-	kernelBefore := release()
+	kernelBefore := release(t)
 
-	t.Run("bad uploads change nothing", func(t *testing.T) {
+	vm.Run(t, "bad uploads change nothing", func(t *testing.T) {
 		cut := filepath.Join(t.TempDir(), "cut.img")
 		b, _ := os.ReadFile(v2)
 		os.WriteFile(cut, b[:len(b)/3], 0o644)
@@ -115,21 +116,21 @@ func TestQEMUUpdate(t *testing.T) {
 		}
 	})
 
-	t.Run("services only: in place, no failed request", func(t *testing.T) {
-		p := startCounter(vm.URL(webPort, "/"))
+	vm.Run(t, "services only: in place, no failed request", func(t *testing.T) {
+		p := vm.Poll(webPort, qvm.PollOptions{})
 		out, code := vm.Initctl(t, "update", "--kernel", generic, "--initrd", v2)
-		answers, failed := p.end()
+		r := p.End()
 		if code != 0 || !strings.Contains(out, ": in-place") || !strings.Contains(out, "upgrade: web") || !strings.Contains(out, "confirmed") {
 			t.Fatalf("update: exit %d\n%s", code, out)
 		}
-		t.Logf("poller during the in-place update: %d answers, %d failed", answers, len(failed))
-		if len(failed) != 0 {
-			t.Errorf("web failed %d requests during the in-place update: %v", len(failed), failed)
+		t.Logf("poller during the in-place update: %s", r)
+		if len(r.Failed) != 0 {
+			t.Errorf("web failed requests during the in-place update: %s", r)
 		}
 		if got := vm.Get(t, webPort, "/"); !strings.Contains(got, "test2") {
 			t.Errorf("web after the update: %q", got)
 		}
-		if release() != kernelBefore || strings.Count(strings.Join(vm.Console(), "\n"), "Linux version") != 1 {
+		if release(t) != kernelBefore || strings.Count(strings.Join(vm.Console(), "\n"), "Linux version") != 1 {
 			t.Error("the kernel restarted for a services-only update")
 		}
 		out, _ = vm.Initctl(t, "update", "--status")
@@ -138,29 +139,29 @@ func TestQEMUUpdate(t *testing.T) {
 		}
 	})
 
-	t.Run("in place, never ready: rolled back", func(t *testing.T) {
-		p := startCounter(vm.URL(webPort, "/"))
+	vm.Run(t, "in place, never ready: rolled back", func(t *testing.T) {
+		p := vm.Poll(webPort, qvm.PollOptions{})
 		out, code := vm.Initctl(t, "update", "--kernel", generic, "--initrd", broken)
-		answers, failed := p.end()
+		r := p.End()
 		if code != 1 || !strings.Contains(out, "rolled back") || !strings.Contains(out, "before READY=1") {
 			t.Fatalf("broken update: exit %d\n%s", code, out)
 		}
-		t.Logf("poller during the undone update: %d answers, %d failed", answers, len(failed))
-		if len(failed) != 0 {
-			t.Errorf("web failed %d requests while a broken update was tried and undone: %v", len(failed), failed)
+		t.Logf("poller during the undone update: %s", r)
+		if len(r.Failed) != 0 {
+			t.Errorf("web failed requests while a broken update was tried and undone: %s", r)
 		}
 		if got := vm.Get(t, webPort, "/"); !strings.Contains(got, "test2") {
 			t.Errorf("web after the rollback: %q", got)
 		}
 	})
 
-	t.Run("kernel update: one kexec, confirmed", func(t *testing.T) {
+	vm.Run(t, "kernel update: one kexec, confirmed", func(t *testing.T) {
 		out, code := vm.Initctl(t, "update", "--kernel", cloud, "--initrd", v2, "--timeout", "4m")
 		if code != 0 || !strings.Contains(out, ": kexec") || !strings.Contains(out, "the kernel changed") || !strings.Contains(out, "confirmed") {
 			t.Fatalf("kernel update: exit %d\n%s", code, out)
 		}
 		vm.WaitFor(`baton: all services started`, bootTimeout) // the new boot's, already printed
-		if r := release(); r == kernelBefore || !strings.Contains(r, "cloud") {
+		if r := release(t); r == kernelBefore || !strings.Contains(r, "cloud") {
 			t.Errorf("kernel %q after the update, was %q", r, kernelBefore)
 		}
 		out, _ = vm.Initctl(t, "update", "--status")
@@ -169,7 +170,7 @@ func TestQEMUUpdate(t *testing.T) {
 		}
 	})
 
-	t.Run("kexec, never ready: back on the previous image by itself", func(t *testing.T) {
+	vm.Run(t, "kexec, never ready: back on the previous image by itself", func(t *testing.T) {
 		out, code := vm.Initctl(t, "update", "--kernel", generic, "--initrd", broken, "--timeout", "5m")
 		if code != 1 || !strings.Contains(out, "rolled back") || !strings.Contains(out, "web not ready within confirm_timeout") {
 			t.Fatalf("broken kexec update: exit %d\n%s", code, out)
@@ -178,7 +179,7 @@ func TestQEMUUpdate(t *testing.T) {
 		vm.WaitFor(`update rolled back`, bootTimeout)
 		vm.WaitFor(`kexec_core: Starting new kernel`, bootTimeout)
 		vm.WaitFor(`baton: all services started`, bootTimeout)
-		if r := release(); !strings.Contains(r, "cloud") {
+		if r := release(t); !strings.Contains(r, "cloud") {
 			t.Errorf("after the rollback the kernel is %q, want the confirmed slot's cloud kernel", r)
 		}
 		if got := vm.Get(t, webPort, "/"); !strings.Contains(got, "test2") {
@@ -187,6 +188,9 @@ func TestQEMUUpdate(t *testing.T) {
 		out, _ = vm.Initctl(t, "update", "--status")
 		if !strings.Contains(out, "rolled-back") || !strings.Contains(out, "reason: web not ready") {
 			t.Errorf("status after the rollback:\n%s", out)
+		}
+		if out, _ := vm.Initctl(t, "analyze"); !strings.Contains(out, "rolled back: web not ready") {
+			t.Errorf("analyze does not say the update was rolled back:\n%s", out)
 		}
 	})
 }

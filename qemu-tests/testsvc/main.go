@@ -1,5 +1,5 @@
 // Command testsvc runs inside test appliances and lets the QEMU tests look at the machine
-// from inside: processes, zombies, modules, and signals to PID 1.
+// from inside: processes, zombies, modules, mounts, routes, and signals to PID 1.
 package main
 
 import (
@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"math/bits"
 	"net/http"
 	"os"
 	"os/exec"
@@ -103,6 +104,7 @@ func info(w http.ResponseWriter, r *http.Request) {
 		"pid1_rss": statusField(1, "VmRSS"),
 		"cgroup":   cgroupLimits(),
 		"resolv":   strings.TrimSpace(string(must(os.ReadFile("/etc/resolv.conf")))),
+		"routes":   routes(),
 	})
 }
 
@@ -142,8 +144,13 @@ func signalInit(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "sig must be TERM, INT, USR1 or USR2", 400)
 		return
 	}
-	// Answer first: the signal starts the shutdown that stops this service.
-	writeJSON(w, map[string]any{"sent": sig.String()})
+	// Answer first, whole: the signal starts the shutdown that stops this service. With a
+	// Content-Length the answer is complete once flushed (a chunked one would lack its last
+	// chunk when the service is stopped, and the client would see the body break off).
+	body, _ := json.Marshal(map[string]any{"sent": sig.String()})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
 	w.(http.Flusher).Flush()
 	_ = syscall.Kill(1, sig)
 }
@@ -187,6 +194,32 @@ func mountTargets() []string {
 		if f := strings.Fields(l); len(f) > 2 {
 			out = append(out, f[1]+" "+f[2])
 		}
+	}
+	return out
+}
+
+// routes lists the kernel's IPv4 routing table as "eth0 0.0.0.0/0 via 10.0.2.2" or
+// "eth0 10.0.2.0/24", from /proc/net/route (addresses in hex, in the CPU's byte order).
+func routes() []string {
+	b, _ := os.ReadFile("/proc/net/route")
+	ip := func(hex string) (uint32, string) {
+		v, _ := strconv.ParseUint(hex, 16, 32)
+		return uint32(v), fmt.Sprintf("%d.%d.%d.%d", byte(v), byte(v>>8), byte(v>>16), byte(v>>24))
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(l)
+		if len(f) < 8 {
+			continue
+		}
+		_, dst := ip(f[1])
+		gw, via := ip(f[2])
+		mask, _ := ip(f[7])
+		r := fmt.Sprintf("%s %s/%d", f[0], dst, bits.OnesCount32(mask))
+		if gw != 0 {
+			r += " via " + via
+		}
+		out = append(out, r)
 	}
 	return out
 }

@@ -1,40 +1,119 @@
 package vm
 
 import (
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
-// Poller requests a guest's web service through the port forward every 10 milliseconds,
-// each request on a new connection and in its own goroutine, so one that hangs on a guest that
-// is down (QEMU's user network accepts on the host side and then retries the guest) never
-// delays the next: the first answer after a downtime is seen within milliseconds. Downtime is
-// measured the way the seed did: from the last good answer before to the first good answer
-// after.
+// Poller requests a URL every 10 milliseconds, each request on a new connection and in its own
+// goroutine, so one that hangs on a guest that is down (QEMU's user network accepts on the host
+// side and then retries the guest) never delays the next: the first answer after a downtime
+// is seen within milliseconds. Downtime is measured from the last good answer before to the
+// first good answer after.
+//
+// What counts as a failure, and why CPU starvation alone cannot make one: a request fails when
+// its connection is refused, reset or closed before a whole answer (QEMU's forward closes the
+// host side when the guest refuses), when the answer is not 200, or when no whole answer came
+// within the timeout. A starved host or guest only makes answers slow, and the default timeout
+// (NoFailTimeout, 10 s) is far above what slowness costs: QEMU's forwards listen with a backlog
+// of 1, so on a busy host a SYN is dropped and the kernel resends it after 1 s and again after
+// 3 s, and a TCG guest answers within a second or two even beside `stress -c 2`. A tick on which
+// MaxInFlight requests are still out sends nothing and is counted as skipped, not failed.
 type Poller struct {
-	stop     chan struct{}
-	done     sync.WaitGroup
-	mu       sync.Mutex
-	answers  []time.Time // completion times of good answers
+	url  string
+	opts PollOptions
+	hc   *http.Client
+
+	stop chan struct{}
+	done sync.WaitGroup
+
+	mu      sync.Mutex
+	answers []time.Time // completion times of good answers
+	failed  []Failure
+	skipped int
+	changed chan struct{} // closed and replaced on every result
+
+	// Failures counts failed requests (len of Failed, readable without the lock).
 	Failures atomic.Int64
+}
+
+// PollOptions say how often a Poller requests and how long one request may take.
+type PollOptions struct {
+	// Timeout is how long a request may take before it fails with reason "timeout";
+	// NoFailTimeout by default.
+	Timeout time.Duration
+	// Every is the interval between requests; 10 ms by default.
+	Every time.Duration
+	// MaxInFlight bounds the requests out at once, so a long outage cannot pile up goroutines
+	// and connections; 100 by default.
+	MaxInFlight int
+}
+
+const (
+	// NoFailTimeout is the timeout of a poller whose failures fail a test ("no request may
+	// fail during the upgrade"): three SYN retransmits and a slow answer fit in it.
+	NoFailTimeout = 10 * time.Second
+	// GapTimeout is the timeout of a poller that only measures downtime (StartPoller): while
+	// the guest is down, requests hang in QEMU's forward, and giving up on them after a second
+	// frees their slots for new requests, which see the guest come back. Its failures are
+	// expected (the guest is down) and no test asserts on them.
+	GapTimeout = time.Second
+)
+
+// Failure is one failed request: when it was sent, how long it took, and why it failed.
+type Failure struct {
+	At     time.Time
+	Took   time.Duration
+	Reason string // refused, reset, timeout, status NNN, or other
+	Err    string
+}
+
+func (f Failure) String() string {
+	return fmt.Sprintf("%s %s after %v: %s", f.At.Format("15:04:05.000"), f.Reason, f.Took.Round(time.Millisecond), f.Err)
 }
 
 // Gap is a downtime: the last good answer before it and the first after.
 type Gap struct{ From, To time.Time }
 
-// StartPoller starts requesting guestPort every 10ms.
+// StartPoller starts a downtime poller (GapTimeout) on a guest port, as the kexec tests and
+// benchmarks use it: its failures are the downtime, not an error.
 func StartPoller(vm *VM, guestPort int) *Poller {
-	p := &Poller{stop: make(chan struct{})}
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	inflight := make(chan struct{}, 100) // bounded: a long outage cannot pile up goroutines
-	url := vm.URL(guestPort, "/")
+	return Poll(vm.URL(guestPort, "/"), PollOptions{Timeout: GapTimeout})
+}
+
+// Poll starts a poller on a guest port whose failures are meant to fail the test (NoFailTimeout
+// unless o says otherwise).
+func (vm *VM) Poll(guestPort int, o PollOptions) *Poller {
+	return Poll(vm.URL(guestPort, "/"), o)
+}
+
+// Poll starts requesting url.
+func Poll(url string, o PollOptions) *Poller {
+	if o.Timeout == 0 {
+		o.Timeout = NoFailTimeout
+	}
+	if o.Every == 0 {
+		o.Every = 10 * time.Millisecond
+	}
+	if o.MaxInFlight == 0 {
+		o.MaxInFlight = 100
+	}
+	p := &Poller{url: url, opts: o, stop: make(chan struct{}), changed: make(chan struct{}),
+		hc: &http.Client{Timeout: o.Timeout, Transport: &http.Transport{DisableKeepAlives: true}}}
+	inflight := make(chan struct{}, o.MaxInFlight)
 	p.done.Add(1)
 	go func() {
 		defer p.done.Done()
-		tick := time.NewTicker(10 * time.Millisecond)
+		tick := time.NewTicker(o.Every)
 		defer tick.Stop()
 		for {
 			select {
@@ -45,37 +124,137 @@ func StartPoller(vm *VM, guestPort int) *Poller {
 			select {
 			case inflight <- struct{}{}:
 			default:
+				p.mu.Lock()
+				p.skipped++
+				p.mu.Unlock()
 				continue
 			}
 			p.done.Add(1)
 			go func() {
 				defer p.done.Done()
 				defer func() { <-inflight }()
-				resp, err := hc.Get(url)
-				ok := err == nil && resp.StatusCode == 200
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				if !ok {
-					p.Failures.Add(1)
-					return
-				}
-				p.mu.Lock()
-				p.answers = append(p.answers, time.Now())
-				p.mu.Unlock()
+				p.request()
 			}()
 		}
 	}()
 	return p
 }
 
+func (p *Poller) request() {
+	at := time.Now()
+	reason, err := p.get()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err == nil {
+		p.answers = append(p.answers, time.Now())
+	} else {
+		p.failed = append(p.failed, Failure{At: at, Took: time.Since(at), Reason: reason, Err: err.Error()})
+		p.Failures.Add(1)
+	}
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// get is one request; a body that does not arrive whole is a failure like a reset.
+func (p *Poller) get() (string, error) {
+	resp, err := p.hc.Get(p.url)
+	if err != nil {
+		return Reason(err), err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return Reason(err), err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Sprintf("status %d", resp.StatusCode), fmt.Errorf("GET %s: %s", p.url, resp.Status)
+	}
+	return "", nil
+}
+
+// Reason names why a request failed: refused, reset (a reset or a connection closed before the
+// whole answer), timeout, or other.
+func Reason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "reset"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return "other"
+}
+
+// Result is what a poller saw.
+type Result struct {
+	Answers int
+	Failed  []Failure
+	// Skipped counts ticks with MaxInFlight requests out: nothing was sent, nothing failed.
+	Skipped int
+	Timeout time.Duration
+}
+
+// String summarizes: the counts, the failures by reason, and the first failures in full.
+func (r Result) String() string {
+	s := fmt.Sprintf("%d answers, %d failed, %d ticks skipped (timeout %v)", r.Answers, len(r.Failed), r.Skipped, r.Timeout)
+	if len(r.Failed) == 0 {
+		return s
+	}
+	byReason := map[string]int{}
+	for _, f := range r.Failed {
+		byReason[f.Reason]++
+	}
+	var reasons []string
+	for k, n := range byReason {
+		reasons = append(reasons, fmt.Sprintf("%d %s", n, k))
+	}
+	sort.Strings(reasons)
+	s += " — " + strings.Join(reasons, ", ") + ":"
+	for i, f := range r.Failed {
+		if i == 10 {
+			s += fmt.Sprintf("\n  … and %d more", len(r.Failed)-i)
+			break
+		}
+		s += "\n  " + f.String()
+	}
+	return s
+}
+
+// Result is what the poller saw so far (requests still out are not in it).
+func (p *Poller) Result() Result {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Result{Answers: len(p.answers), Failed: append([]Failure(nil), p.failed...), Skipped: p.skipped, Timeout: p.opts.Timeout}
+}
+
+// WaitAnswers waits until the poller has had n good answers in all, so a check that needs
+// answers before an event (a downtime's start) has them.
+func (p *Poller) WaitAnswers(t TB, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		p.mu.Lock()
+		got, changed := len(p.answers), p.changed
+		p.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("%s: %d good answers within %s, want %d: %s", p.url, got, timeout, n, p.Result())
+		}
+	}
+}
+
 // WaitGap waits for the first good answer after moment at (say, when a console line showed the
 // machine was rebooting) and returns the downtime around it.
 func (p *Poller) WaitGap(t TB, at time.Time, timeout time.Duration) Gap {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	deadline := time.After(timeout)
+	for {
 		p.mu.Lock()
 		var g Gap
 		for _, a := range p.answers {
@@ -86,14 +265,21 @@ func (p *Poller) WaitGap(t TB, at time.Time, timeout time.Duration) Gap {
 				g.To = a
 			}
 		}
+		changed := p.changed
 		p.mu.Unlock()
 		if !g.From.IsZero() && !g.To.IsZero() {
 			return g
 		}
-		time.Sleep(20 * time.Millisecond) // answers arrive on the poller's goroutines
+		select {
+		case <-changed:
+		case <-deadline:
+			if g.From.IsZero() {
+				t.Fatalf("%s: no good answer before %s, so no downtime can be measured: %s", p.url, at.Format("15:04:05.000"), p.Result())
+			}
+			t.Fatalf("%s did not come back within %s: %s", p.url, timeout, p.Result())
+			return Gap{}
+		}
 	}
-	t.Fatalf("web did not come back within %s", timeout)
-	return Gap{}
 }
 
 // Length is how long the service was down.
@@ -101,5 +287,14 @@ func (g Gap) Length() time.Duration { return g.To.Sub(g.From) }
 
 func (g Gap) String() string { return g.Length().Round(time.Millisecond).String() }
 
-// End stops the poller and waits for its requests.
-func (p *Poller) End() { close(p.stop); p.done.Wait() }
+// End stops the poller, waits for its requests (each ends within the timeout) and returns
+// what it saw.
+func (p *Poller) End() Result {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+	p.done.Wait()
+	return p.Result()
+}

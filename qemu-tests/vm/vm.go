@@ -7,8 +7,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -83,6 +82,10 @@ func qemuBinary(t TB) string {
 
 // VM is one running QEMU guest.
 type VM struct {
+	// t is the test the VM's own failures (WaitFor, WaitExit, Monitor) and console lines go
+	// to: the one that booted it, or the subtest VM.Run runs. tmu guards it, and is held while
+	// a console line is logged, so no line is logged to a subtest that has ended.
+	tmu     sync.Mutex
 	t       TB
 	opts    BootOptions
 	cmd     *exec.Cmd
@@ -116,16 +119,6 @@ type BootOptions struct {
 	RNG bool
 }
 
-func freePort(t TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Boot starts QEMU. It is stopped (killed if still running) when the test ends.
 func Boot(t TB, o BootOptions) *VM {
 	t.Helper()
@@ -135,11 +128,13 @@ func Boot(t TB, o BootOptions) *VM {
 	}
 	vm := &VM{t: t, opts: o, ports: map[int]int{}, notify: make(chan struct{}), exited: make(chan struct{}),
 		monitor: filepath.Join(t.TempDir(), "monitor.sock")}
+	// Host port 0: QEMU binds each forward to a port the kernel picks, and Boot reads them back
+	// from the monitor. Picking a free port here and handing it to QEMU would leave a window in
+	// which a parallel test's QEMU (or any outgoing connection) takes it, and QEMU then exits
+	// with "Could not set up host forwarding rule".
 	netdev := "user,id=n0"
 	for _, gp := range o.Forward {
-		hp := freePort(t)
-		vm.ports[gp] = hp
-		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", hp, gp)
+		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:0-:%d", gp)
 	}
 	args := []string{
 		"-accel", accel, "-m", "512", "-nodefaults", "-display", "none",
@@ -187,6 +182,9 @@ func Boot(t TB, o BootOptions) *VM {
 			<-vm.exited
 		}
 	})
+	if len(o.Forward) > 0 {
+		vm.readPorts(t)
+	}
 	return vm
 }
 
@@ -213,7 +211,9 @@ func (vm *VM) readConsole(r io.Reader) {
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
 		if !vm.opts.Quiet {
+			vm.tmu.Lock()
 			vm.t.Logf("console: %s", line)
+			vm.tmu.Unlock()
 		}
 		vm.mu.Lock()
 		vm.lines = append(vm.lines, line)
@@ -235,14 +235,14 @@ var PanicLine = regexp.MustCompile(`Kernel panic|Attempted to kill init`)
 // WaitFor waits until a console line after the previous match matches re, and returns it. A
 // kernel panic, QEMU's exit or the timeout fails the test with the last console lines.
 func (vm *VM) WaitFor(re string, timeout time.Duration) string {
-	vm.t.Helper()
+	vm.test().Helper()
 	line, _ := vm.WaitForAt(re, timeout)
 	return line
 }
 
 // WaitForAt is WaitFor that also returns when the line reached the host.
 func (vm *VM) WaitForAt(re string, timeout time.Duration) (string, time.Time) {
-	vm.t.Helper()
+	vm.test().Helper()
 	pat := regexp.MustCompile(re)
 	deadline := time.After(timeout)
 	vm.mu.Lock()
@@ -286,8 +286,35 @@ func (vm *VM) Console() []string {
 }
 
 func (vm *VM) fail(format string, args ...any) {
-	vm.t.Helper()
-	vm.failT(vm.t, format, args...)
+	t := vm.test()
+	t.Helper()
+	vm.failT(t, format, args...)
+}
+
+func (vm *VM) test() TB {
+	vm.tmu.Lock()
+	defer vm.tmu.Unlock()
+	return vm.t
+}
+
+// Run runs f as a subtest of t. While it runs, the VM's own failures (WaitFor, WaitExit,
+// Monitor) and its console lines go to the subtest: a line that never comes fails the subtest
+// that waited for it. (Failing the booting test from a subtest's goroutine would end that
+// goroutine with only "subtest may have called FailNow on a parent test" to show for it.)
+// Subtests that share a VM run one after another.
+func (vm *VM) Run(t *testing.T, name string, f func(t *testing.T)) bool {
+	return t.Run(name, func(sub *testing.T) {
+		vm.tmu.Lock()
+		parent := vm.t
+		vm.t = sub
+		vm.tmu.Unlock()
+		defer func() {
+			vm.tmu.Lock()
+			vm.t = parent
+			vm.tmu.Unlock()
+		}()
+		f(sub)
+	})
 }
 
 func (vm *VM) failT(t TB, format string, args ...any) {
@@ -301,73 +328,13 @@ func (vm *VM) failT(t TB, format string, args ...any) {
 
 // WaitExit waits for QEMU to exit and returns its exit code.
 func (vm *VM) WaitExit(timeout time.Duration) int {
-	vm.t.Helper()
+	vm.test().Helper()
 	select {
 	case <-vm.exited:
 	case <-time.After(timeout):
 		vm.fail("QEMU still running after %s", timeout)
 	}
 	return vm.cmd.ProcessState.ExitCode()
-}
-
-// URL is the host-side address of a forwarded guest port.
-func (vm *VM) URL(guestPort int, path string) string {
-	return fmt.Sprintf("http://127.0.0.1:%d%s", vm.ports[guestPort], path)
-}
-
-var client = &http.Client{Timeout: 5 * time.Second}
-
-// Get fetches a guest URL through the port forward and returns the body; non-200 fails t.
-// Connection errors are retried for a few seconds: "started" readiness means the service
-// was executed, not that it listens yet, and QEMU's forward resets connections until it does.
-func (vm *VM) Get(t TB, guestPort int, path string) string {
-	t.Helper()
-	return vm.do(t, "GET", guestPort, path)
-}
-
-// Post is Get with POST.
-func (vm *VM) Post(t TB, guestPort int, path string) string {
-	t.Helper()
-	return vm.do(t, "POST", guestPort, path)
-}
-
-func (vm *VM) do(t TB, method string, guestPort int, path string) string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		req, _ := http.NewRequest(method, vm.URL(guestPort, path), nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			if time.Now().Before(deadline) {
-				time.Sleep(100 * time.Millisecond)
-				continue
-			}
-			vm.failT(t, "%s %s: %v", method, path, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			vm.failT(t, "%s %s: %s: %s", method, path, resp.Status, body)
-		}
-		return string(body)
-	}
-}
-
-// Monitor sends one command to QEMU's human monitor.
-func (vm *VM) Monitor(command string) {
-	vm.t.Helper()
-	c, err := net.Dial("unix", vm.monitor)
-	if err != nil {
-		vm.fail("monitor: %v", err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	r := bufio.NewReader(c)
-	_, _ = r.ReadString(')') // the "(qemu)" prompt
-	if _, err := fmt.Fprintf(c, "%s\n", command); err != nil {
-		vm.fail("monitor %q: %v", command, err)
-	}
-	_, _ = r.ReadString(')') // the echo, then the next prompt once the command ran
 }
 
 // Guest ports of the test and demo appliances.
