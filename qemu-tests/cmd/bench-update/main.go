@@ -123,11 +123,19 @@ func measure(t *vm.ProgramTB, g *vm.VM, r *result, args ...string) {
 	if args[0] == "update" {
 		args = append(args, "--timeout", "5m")
 	}
-	if out, code := g.Initctl(t, args...); code != 0 {
+	out, code := g.Initctl(t, args...)
+	if code != 0 {
 		p.end()
 		t.Fatalf("initctl %s: exit %d\n%s", strings.Join(args, " "), code, out)
 	}
+	kexecd := strings.Contains(out, "kexec into slot")
 	if args[0] == "reboot" {
+		// The console's cursor is past the last boot's lines (measure leaves it there), so
+		// these are the reboot's.
+		g.WaitFor(`shutdown complete action=reboot`, 60*time.Second)
+		g.WaitFor(`Linux version`, 120*time.Second) // through the firmware and the boot loader
+	}
+	if args[0] == "reboot" || kexecd {
 		g.WaitFor(`baton: all services started`, 180*time.Second)
 	}
 	if !p.answeredAfter(time.Now(), 120*time.Second) {
