@@ -132,13 +132,11 @@ func (c *Config) validateServices() []problem {
 		default:
 			add(k+".restart", "service %s: %s is not a restart policy (always, on-failure or never)", quote(s.Name), quote(s.Restart))
 		}
-		switch {
-		case s.Type != TypeSimple: // validateType
-		case s.Ready == ReadyStarted, s.Ready == ReadyNotify:
+		switch s.Ready {
+		case ReadyStarted, ReadyNotify:
 		default:
 			add(k+".ready", "service %s: %s is not a readiness kind (started or notify)", quote(s.Name), quote(s.Ready))
 		}
-		ps = append(ps, validateType(k, s)...)
 	}
 	for i, s := range c.Service {
 		k := fmt.Sprintf("service[%d]", i)

@@ -50,6 +50,7 @@ type machine struct {
 	readyAt        time.Duration // kernel uptime when all services had started
 	shutting       bool          // a power request was accepted; cleared only if it failed
 	kexec          *pendingKexec
+	watchdog       *watchdog // nil without [watchdog] device
 	shutID         string
 	previous       []control.TimelineEntry // the previous shutdown, if /boot recorded it
 	previousAction string
@@ -186,6 +187,8 @@ func (m *machine) bootSteps() []step {
 		{"load config", m.loadConfig},
 		{"set hostname", m.setHostname},
 		{"load kernel modules", m.loadModules},
+		// As early as the device can exist: after a kexec the old kernel's timer is counting.
+		{"start watchdog", m.startWatchdog},
 		{"mount file systems", m.mountConfigured},
 		{"watch power button", m.watchPowerButton},
 		{"configure network", m.configureNetwork},
@@ -284,6 +287,7 @@ func (m *machine) loadModules() error {
 	if err != nil {
 		return err
 	}
+	m.keepWatchdogAcrossKexec(loader)
 	m.modules = loader
 	var want []string
 	if m.cfg != nil {

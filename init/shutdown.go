@@ -25,6 +25,7 @@ func (m *machine) shutdown(action system.PowerAction) {
 	m.saveShutdown(action, steps)
 	runSteps(m.log, []step{{"unmount file systems", func() error { system.UnmountAll(m.log); return nil }}})
 	m.log.Info("shutdown complete", "action", action.String(), "took", time.Since(start).Round(time.Millisecond), system.KmsgKey, true)
+	m.watchdogBeforePower(action)
 	var err error
 	if action == system.Kexec {
 		err = m.jump()
@@ -45,6 +46,7 @@ func (m *machine) recover() {
 	m.mu.Lock()
 	m.shutting, m.kexec = false, nil
 	m.mu.Unlock()
+	m.rearmWatchdog()
 	if m.sv != nil {
 		for _, r := range m.sv.StartAll() {
 			if r.Err != nil {

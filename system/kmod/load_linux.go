@@ -19,6 +19,9 @@ type Loader struct {
 	Index *Index
 	Dir   string // /lib/modules/<release>
 	Log   *slog.Logger
+	// Params are module parameters by module name ("stop_on_reboot=0"), what modprobe.d's
+	// options lines give modprobe. Set before the first Load.
+	Params map[string]string
 
 	mu     sync.Mutex
 	loaded map[string]bool
@@ -89,7 +92,7 @@ func (l *Loader) insert(name string) error {
 		return fmt.Errorf("load module %s: %w", name, err)
 	}
 	defer f.Close()
-	err = unix.FinitModule(int(f.Fd()), "", 0)
+	err = unix.FinitModule(int(f.Fd()), l.Params[name], 0)
 	switch {
 	case err == nil, errors.Is(err, unix.EEXIST):
 		return nil
