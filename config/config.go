@@ -47,6 +47,10 @@ type Update struct {
 	// ConfirmTimeout: an update is confirmed when every service meant to run is ready within
 	// this long after it is applied (after the new boot, on the kexec path); else undone.
 	ConfirmTimeout Duration `toml:"confirm_timeout"`
+	// TrustedKeys: when set, only images whose manifest is signed by one of these keys
+	// ("ed25519:BASE64", printed by mkimage -gen-key) are accepted, and only with the kernel
+	// the manifest names.
+	TrustedKeys []string `toml:"trusted_keys"`
 }
 
 // DefaultConfirmTimeout is [update] confirm_timeout's default.
@@ -112,6 +116,13 @@ const (
 	ReadyNotify  = "notify"
 )
 
+// Service types (systemd's Type=): how a started process becomes a running service.
+const (
+	TypeSimple  = "simple"  // the started process is the service; ready as ready says
+	TypeForking = "forking" // ready once the started process exited 0 and pid_file names its daemon
+	TypeOneshot = "oneshot" // a task: done (or, with remain_after_exit, running) once it exited 0
+)
+
 // Service is one supervised program.
 type Service struct {
 	Name  string   `toml:"name"`
@@ -128,14 +139,23 @@ type Service struct {
 	RestartLimit  int      `toml:"restart_limit"`
 	RestartWindow Duration `toml:"restart_window"`
 
+	// Type is simple (default), forking or oneshot; Ready applies to simple only.
+	Type string `toml:"type"`
+	// PIDFile (forking): where the daemon writes its pid; that process is the main one.
+	PIDFile string `toml:"pid_file"`
+	// RemainAfterExit (oneshot): once it exited 0 the service stays running, with no process.
+	RemainAfterExit bool `toml:"remain_after_exit"`
+
 	Ready        string   `toml:"ready"`
-	StartTimeout Duration `toml:"start_timeout"` // for ready = "notify"
+	StartTimeout Duration `toml:"start_timeout"` // ready = "notify", forking's pid file, oneshot's run
 
 	After    []string `toml:"after"`    // start after these (if they are configured)
 	Requires []string `toml:"requires"` // start after these, and only if they are up
 
-	StopSignal  string   `toml:"stop_signal"`
-	StopTimeout Duration `toml:"stop_timeout"`
+	StopSignal string `toml:"stop_signal"`
+	// ReloadSignal is what initctl reload sends the main process (default SIGHUP).
+	ReloadSignal string   `toml:"reload_signal"`
+	StopTimeout  Duration `toml:"stop_timeout"`
 
 	MemoryMax string `toml:"memory_max"` // cgroup memory.max, e.g. "64M" or "max"
 	PidsMax   int    `toml:"pids_max"`   // cgroup pids.max
@@ -206,6 +226,7 @@ const (
 	DefaultRestartLimit    = 5
 	DefaultRestartWindow   = 10 * time.Second
 	DefaultStopSignal      = "SIGTERM"
+	DefaultReloadSignal    = "SIGHUP"
 	DefaultUpgradeTimeout  = 30 * time.Second
 	DefaultUpgradeSettle   = time.Second
 	DefaultBacklog         = 4096
@@ -345,11 +366,17 @@ func (s *Service) ApplyDefaults() {
 	if s.Restart == "" {
 		s.Restart = RestartOnFailure
 	}
-	if s.Ready == "" {
+	if s.Type == "" {
+		s.Type = TypeSimple
+	}
+	if s.Ready == "" && s.Type == TypeSimple { // set for another type, it is an error (validate)
 		s.Ready = ReadyStarted
 	}
 	if s.StopSignal == "" {
 		s.StopSignal = DefaultStopSignal
+	}
+	if s.ReloadSignal == "" {
+		s.ReloadSignal = DefaultReloadSignal
 	}
 	if s.RestartLimit == 0 {
 		s.RestartLimit = DefaultRestartLimit

@@ -109,6 +109,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{"f.toml:2:", "mount[0].source"}},
 		{"relative kexec kernel", "[kexec]\nkernel = \"vmlinuz\"\n",
 			[]string{"f.toml:2:", "kexec.kernel"}},
+		{"trusted key not a key", "[update]\ntrusted_keys = [\"ssh-ed25519 AAAA\"]\n",
+			[]string{"f.toml:2:", "update.trusted_keys", "ed25519:BASE64"}},
 		{"dhcp with a gateway", "[[network]]\ninterface = \"eth0\"\naddress = \"dhcp\"\ngateway = \"10.0.2.2\"\n",
 			[]string{"f.toml:4:", "comes from the lease"}},
 		{"bad remote", "[control]\nremote = \"7000\"\n",

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/baton-init/baton/images/imagefmt"
 )
 
 // MaxServices bounds the services of one config. Each costs PID 1 about five fds from load on
@@ -89,6 +91,11 @@ func (c *Config) validate() []problem {
 		// WDIOC_SETTIMEOUT takes whole seconds; PID 1 pets every third of it.
 		add("watchdog.timeout", "%s: use whole seconds from 2s to 1h", t)
 	}
+	for i, k := range c.Update.TrustedKeys {
+		if _, err := imagefmt.ParsePublicKey(k); err != nil {
+			add("update.trusted_keys", "key %d (%s): %v", i, quote(k), err)
+		}
+	}
 	ps = append(ps, c.validateServices()...)
 	return ps
 }
@@ -132,11 +139,13 @@ func (c *Config) validateServices() []problem {
 		default:
 			add(k+".restart", "service %s: %s is not a restart policy (always, on-failure or never)", quote(s.Name), quote(s.Restart))
 		}
-		switch s.Ready {
-		case ReadyStarted, ReadyNotify:
+		switch {
+		case s.Type != TypeSimple: // validateType
+		case s.Ready == ReadyStarted, s.Ready == ReadyNotify:
 		default:
 			add(k+".ready", "service %s: %s is not a readiness kind (started or notify)", quote(s.Name), quote(s.Ready))
 		}
+		ps = append(ps, validateType(k, s)...)
 	}
 	for i, s := range c.Service {
 		k := fmt.Sprintf("service[%d]", i)

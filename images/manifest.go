@@ -1,6 +1,7 @@
 package images
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 func (f *Initramfs) AddManifest(kernel string) (imagefmt.Manifest, error) {
 	m := imagefmt.Manifest{Files: map[string]string{}}
 	delete(f.entries, imagefmt.ManifestPath)
+	delete(f.entries, imagefmt.SignaturePath) // made from the manifest, so not in it
 	for _, p := range f.Paths() {
 		rec := f.entries[p]
 		switch rec.Info.Mode & cpio.S_IFMT {
@@ -70,4 +72,19 @@ func (f *Initramfs) AddManifest(kernel string) (imagefmt.Manifest, error) {
 	}
 	f.AddData(imagefmt.ManifestPath, append(b, '\n'), 0o644)
 	return m, nil
+}
+
+// Sign adds the manifest's signature by priv (after AddManifest): an appliance whose config
+// lists [update] trusted_keys accepts only images signed by one of them.
+func (f *Initramfs) Sign(priv ed25519.PrivateKey) error {
+	rec, ok := f.entries[imagefmt.ManifestPath]
+	if !ok {
+		return fmt.Errorf("sign: no manifest in the image yet")
+	}
+	data, err := io.ReadAll(io.NewSectionReader(rec.ReaderAt, 0, int64(rec.Info.FileSize)))
+	if err != nil {
+		return fmt.Errorf("sign: %w", err)
+	}
+	f.AddData(imagefmt.SignaturePath, imagefmt.Sign(priv, data), 0o644)
+	return nil
 }

@@ -91,3 +91,43 @@ func TestReadManifestRefuses(t *testing.T) {
 		t.Error("a truncated archive gave a manifest")
 	}
 }
+
+func TestSignedManifest(t *testing.T) {
+	prefix := filepath.Join(t.TempDir(), "update")
+	pub, err := imagefmt.GenerateKey(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := imagefmt.ReadSigningKey(prefix + ".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := NewInitramfs()
+	img.AddData("/etc/baton/baton.toml", []byte("hostname = \"x\"\n"), 0o644)
+	if _, err := img.AddManifest(""); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Sign(priv); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	img.Write(&buf, "zstd")
+	_, files, err := imagefmt.ReadManifestAnd(bytes.NewReader(buf.Bytes()), imagefmt.SignaturePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, sig := files[imagefmt.ManifestPath], files[imagefmt.SignaturePath]
+	if err := imagefmt.VerifySignature(man, sig, []string{pub}); err != nil {
+		t.Errorf("signed by the trusted key: %v", err)
+	}
+	other, _ := imagefmt.GenerateKey(filepath.Join(t.TempDir(), "other"))
+	if err := imagefmt.VerifySignature(man, sig, []string{other}); err == nil {
+		t.Error("verified against another key")
+	}
+	if err := imagefmt.VerifySignature(append([]byte(" "), man...), sig, []string{pub}); err == nil {
+		t.Error("a changed manifest verified")
+	}
+	if err := imagefmt.VerifySignature(man, nil, []string{pub}); err != imagefmt.ErrUnsigned {
+		t.Errorf("no signature: %v", err)
+	}
+}

@@ -70,6 +70,10 @@ func (u *Updater) Apply(req ApplyRequest) (ApplyResult, error) {
 	if err != nil {
 		return res, err
 	}
+	if len(u.trusted()) > 0 && next.Kernel != nextKernel {
+		// The signature covers the manifest, which names the kernel the image was built for.
+		return res, fmt.Errorf("%w: the kernel uploaded (%s) is not the one the signed manifest names (%s)", ErrBadUpload, short(nextKernel), short(next.Kernel))
+	}
 	u.mu.Lock()
 	run, prevSlot := u.running, u.slot
 	u.mu.Unlock()
@@ -270,6 +274,17 @@ func (u *Updater) ConfirmTrial() {
 	if err := u.Kexec(u.Boot.SlotFile(rec.PrevSlot, KernelFile), u.Boot.SlotFile(rec.PrevSlot, InitrdFile), back); err != nil {
 		u.Log.Error("update: rolling back by kexec failed; the firmware's default is the confirmed slot", "err", err, system.KmsgKey, true)
 	}
+}
+
+func short(digest string) string {
+	d := strings.TrimPrefix(digest, "sha256:")
+	if len(d) > 16 {
+		return d[:16]
+	}
+	if d == "" {
+		return "none"
+	}
+	return d
 }
 
 // rollbackSlot is the other confirmed slot, which initctl rollback switches to.

@@ -30,7 +30,8 @@ const spaceMargin = 1 << 20
 // without that file and without a loader entry.
 //
 // For the initramfs it returns the image's manifest and config, read in the same pass.
-func (b Boot) receive(slot, file string, size int64, wantSHA string, body io.Reader) (m imagefmt.Manifest, cfg []byte, err error) {
+// With trusted keys, the initramfs must carry a signature of its manifest by one of them.
+func (b Boot) receive(slot, file string, size int64, wantSHA string, body io.Reader, trusted []string) (m imagefmt.Manifest, cfg []byte, err error) {
 	if file != KernelFile && file != InitrdFile {
 		return m, nil, fmt.Errorf("%w: unknown file %q (kernel or initrd)", ErrBadUpload, file)
 	}
@@ -86,7 +87,7 @@ func (b Boot) receive(slot, file string, size int64, wantSHA string, body io.Rea
 	case got != want:
 		return m, nil, fmt.Errorf("%w: %s: SHA-256 %s, the client said %s (corrupted in transit?); nothing switched", ErrBadUpload, file, got, want)
 	}
-	if m, cfg, err = checkContent(file, part); err != nil {
+	if m, cfg, err = checkContent(file, part, trusted); err != nil {
 		return m, nil, err
 	}
 	if err := os.Rename(part, final); err != nil {
@@ -105,16 +106,21 @@ func (b Boot) receive(slot, file string, size int64, wantSHA string, body io.Rea
 
 // checkContent refuses what the next step could not use: a kernel that is not a bzImage, an
 // initramfs baton cannot read or that has no manifest.
-func checkContent(file, path string) (imagefmt.Manifest, []byte, error) {
+func checkContent(file, path string, trusted []string) (imagefmt.Manifest, []byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return imagefmt.Manifest{}, nil, err
 	}
 	defer f.Close()
 	if file == InitrdFile {
-		m, files, err := imagefmt.ReadManifestAnd(f, config.DefaultPath)
+		m, files, err := imagefmt.ReadManifestAnd(f, config.DefaultPath, imagefmt.SignaturePath)
 		if err != nil {
 			return m, nil, fmt.Errorf("%w: initrd: %v", ErrBadUpload, err)
+		}
+		if len(trusted) > 0 {
+			if err := imagefmt.VerifySignature(files[imagefmt.ManifestPath], files[imagefmt.SignaturePath], trusted); err != nil {
+				return m, nil, fmt.Errorf("%w: initrd: %v", ErrBadUpload, err)
+			}
 		}
 		cfg, ok := files[config.DefaultPath]
 		if !ok {

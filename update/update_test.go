@@ -2,10 +2,12 @@ package update
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -47,6 +49,7 @@ func testLog() *slog.Logger {
 // at their real paths), its boot partition a directory.
 type fixture struct {
 	dir, svc, cfgPath string
+	cfgExtra          string // added to the config of the images built
 	u                 *Updater
 	sv                *services.Supervisor
 }
@@ -57,8 +60,13 @@ const cfgText = "[[service]]\nname = \"svc\"\nexec = [%q]\nrestart = \"never\"\n
 // manifest. The binary's image path is the host path f.svc. (Built here with u-root's cpio
 // writer: the image builder's package imports the control API, which imports this one.)
 func (f *fixture) image(t *testing.T, script string, extra map[string]string) ([]byte, imagefmt.Manifest) {
+	return f.signedImage(t, script, extra, nil, nil)
+}
+
+// signedImage is image built for kernel (its digest in the manifest) and signed by priv.
+func (f *fixture) signedImage(t *testing.T, script string, extra map[string]string, kernel []byte, priv ed25519.PrivateKey) ([]byte, imagefmt.Manifest) {
 	t.Helper()
-	files := map[string][]byte{config.DefaultPath: []byte(strings.Replace(cfgText, "%q", `"`+f.svc+`"`, 1)), f.svc: []byte(script)}
+	files := map[string][]byte{config.DefaultPath: []byte(strings.Replace(cfgText, "%q", `"`+f.svc+`"`, 1) + f.cfgExtra), f.svc: []byte(script)}
 	for p, data := range extra {
 		files[p] = []byte(data)
 	}
@@ -66,9 +74,15 @@ func (f *fixture) image(t *testing.T, script string, extra map[string]string) ([
 	for p, data := range files {
 		m.Files[p], _ = imagefmt.Digest(bytes.NewReader(data))
 	}
+	if kernel != nil {
+		m.Kernel, _ = imagefmt.Digest(bytes.NewReader(kernel))
+	}
 	m.ImageID = m.ID()
 	mj, _ := json.Marshal(m)
 	files[imagefmt.ManifestPath] = mj
+	if priv != nil {
+		files[imagefmt.SignaturePath] = imagefmt.Sign(priv, mj)
+	}
 	var names []string
 	for p := range files {
 		names = append(names, p)
@@ -272,5 +286,37 @@ func TestBadUploadsChangeNothing(t *testing.T) {
 	f.u.busy.Unlock()
 	if !errors.Is(err, ErrBusy) {
 		t.Errorf("upload during another: %v", err)
+	}
+}
+
+// With [update] trusted_keys, only images signed by one of the keys are accepted, and only
+// with the kernel their manifest names.
+func TestOnlySignedImagesWhenKeysAreTrusted(t *testing.T) {
+	f := newFixture(t)
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	_, other, _ := ed25519.GenerateKey(nil)
+	f.u.BootCfg.Update.TrustedKeys = []string{imagefmt.PublicKeyString(pub)}
+	f.cfgExtra = fmt.Sprintf("[update]\ntrusted_keys = [%q]\n", imagefmt.PublicKeyString(pub))
+	v2 := "#!/bin/sh\necho version 2\nexec sleep 100\n"
+	k := fakeKernel("k1")
+	for _, c := range []struct {
+		name string
+		key  ed25519.PrivateKey
+		want string
+	}{{"unsigned", nil, "not signed"}, {"signed by another key", other, "not by a trusted key"}} {
+		initrd, _ := f.signedImage(t, v2, nil, k, c.key)
+		err := f.u.Receive(InitrdFile, int64(len(initrd)), sum(initrd), bytes.NewReader(initrd))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+	initrd, _ := f.signedImage(t, v2, nil, k, priv)
+	f.upload(t, fakeKernel("another kernel"), initrd)
+	if _, err := f.u.Apply(ApplyRequest{}); err == nil || !strings.Contains(err.Error(), "not the one the signed manifest names") {
+		t.Errorf("signed image with another kernel: %v", err)
+	}
+	f.upload(t, k, initrd)
+	if res, err := f.u.Apply(ApplyRequest{}); err != nil {
+		t.Errorf("signed image with its kernel: %v (plan %+v)", err, res.Plan)
 	}
 }

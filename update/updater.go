@@ -155,7 +155,7 @@ func (u *Updater) Receive(file string, size int64, sha string, body io.Reader) e
 	if err != nil {
 		return err
 	}
-	m, cfg, err := u.Boot.receive(slot, file, size, sha, body)
+	m, cfg, err := u.Boot.receive(slot, file, size, sha, body, u.trusted())
 	if err != nil {
 		u.Log.Error("update: upload refused", "file", file, "slot", slot, "err", err)
 		return err
@@ -167,6 +167,14 @@ func (u *Updater) Receive(file string, size int64, sha string, body io.Reader) e
 	}
 	u.Log.Info("update: received", "file", file, "slot", slot, "bytes", size, "image", m.ImageID)
 	return nil
+}
+
+// trusted are the keys new images must be signed by (none: any image the API is given).
+func (u *Updater) trusted() []string {
+	if u.BootCfg == nil {
+		return nil
+	}
+	return u.BootCfg.Update.TrustedKeys
 }
 
 // stagedConfig is where the config of image id is kept once received.

@@ -43,7 +43,17 @@ func main() {
 	flag.Var(&diskFiles, "disk-file", "ESPPATH=HOST: another file on the ESP, e.g. /vmlinuz-cloud=… (repeatable)")
 	compression := flag.String("compress", "zstd", "compression: "+strings.Join(images.Compressions, ", "))
 	out := flag.String("o", "out/initramfs.img", "output file")
+	signKey := flag.String("sign", "", "sign the image's manifest with this key (made by -gen-key)")
+	genKey := flag.String("gen-key", "", "write a new signing key to PREFIX.key, print its public half, and exit")
 	flag.Parse()
+	if *genKey != "" {
+		pub, err := imagefmt.GenerateKey(*genKey)
+		if err != nil {
+			fatal(err)
+		}
+		fmt.Printf("mkimage: wrote %s.key (keep it secret); the appliance's config trusts it with:\n[update]\ntrusted_keys = [%q]\n", *genKey, pub)
+		return
+	}
 	if spec.Config == "" || spec.Init == "" {
 		fmt.Fprintln(os.Stderr, "mkimage: -config and -init are required")
 		flag.Usage()
@@ -72,6 +82,15 @@ func main() {
 	manifest, err := img.AddManifest(*kernel)
 	if err != nil {
 		fatal(err)
+	}
+	if *signKey != "" {
+		priv, err := imagefmt.ReadSigningKey(*signKey)
+		if err == nil {
+			err = img.Sign(priv)
+		}
+		if err != nil {
+			fatal(err)
+		}
 	}
 	var buf bytes.Buffer
 	if err := img.Write(&buf, *compression); err != nil {
