@@ -119,7 +119,7 @@ vet:
 # The supervisor core and what talks to it run under the race detector (it needs cgo: gcc
 # comes with interop); the model test is part of services'.
 RACE_PKGS := ./services/ ./handoff/... ./control/ ./init/
-unit: interop
+unit: interop daemons
 	BATON_REQUIRE_INTEROP=1 $(GO) test -count=1 $$($(GO) list ./... | grep -v '/qemu-tests$$' | grep -v -e '/services$$' -e '/handoff$$' -e '/handoff/client$$' -e '/control$$' -e '/init$$')
 	BATON_REQUIRE_INTEROP=1 CGO_ENABLED=1 $(GO) test -race -count=1 $(RACE_PKGS)
 

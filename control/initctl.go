@@ -36,6 +36,16 @@ Commands:
   stop NAME...                stop (stop signal, then SIGKILL after stop_timeout)
   restart NAME...             stop, start, wait until ready
   upgrade NAME [--exec PATH]  new version on the same sockets, then the old one stops
+  reload NAME...              reload_signal (SIGHUP) to the main process; notify services: and
+                              wait for RELOADING=1 … READY=1
+  kill NAME... [--signal SIG] [--main]
+                              a signal to every process of the service (--main: the main one)
+  is-active NAME... [-q]      "active" (exit 0) or the state (exit 3), as systemctl
+  is-failed NAME... [-q]      "failed" (exit 0) or the state (exit 1), as systemctl
+  show NAME [--json] [-p KEY,…]
+                              every setting with its effective value (defaults filled in)
+  cat NAME...                 the service's block of the config file
+  list-dependencies NAME      what it requires and is ordered after, as a tree
   logs [-f] [-n N] NAME       a service's output (-f: follow; -n: last N lines, 0 all)
   reboot | poweroff | halt    stop services and power the machine (reboot: through the firmware)
   kexec [--kernel PATH] [--initrd PATH] [--append ARGS | --cmdline ARGS | --reuse-cmdline]
@@ -89,6 +99,9 @@ func InitctlMain(args []string, stdout, stderr io.Writer) int {
 		"restart": ic.action("restart"), "upgrade": ic.upgrade, "logs": ic.logs, "reboot": ic.power("reboot"),
 		"poweroff": ic.power("poweroff"), "halt": ic.power("halt"), "analyze": ic.analyze, "kexec": ic.kexec,
 		"reload-config": ic.reloadConfig, "update": ic.update, "rollback": ic.rollback,
+		"reload": ic.action("reload"), "kill": ic.kill, "show": ic.show, "cat": ic.cat,
+		"is-active": ic.isState("is-active", isActive, 3), "is-failed": ic.isState("is-failed", isFailed, 1),
+		"list-dependencies": ic.listDependencies,
 	}[cmd]
 	if !ok {
 		fmt.Fprintf(stderr, "initctl: unknown command %q\n\n%s", cmd, initctlUsage)
@@ -110,6 +123,9 @@ func (e *usageError) Error() string { return e.msg }
 func exitCode(stderr io.Writer, err error) int {
 	if err == nil {
 		return ExitOK
+	}
+	if es, ok := err.(exitStatus); ok { // is-active, is-failed: the answer is the code
+		return int(es)
 	}
 	fmt.Fprintln(stderr, "initctl:", err)
 	var ue *usageError

@@ -34,6 +34,8 @@ type Server struct {
 	// ReloadConfig reads the config file again and applies it; an error means it was not
 	// applied (nothing changed).
 	ReloadConfig func() (services.ReloadReport, error)
+	// ConfigFile is the config's path, for initctl cat ("" for none).
+	ConfigFile string
 	// Update receives and applies new images; nil where updates are not possible.
 	Update *update.Updater
 	// Remote bounds the remote API's connections (zero fields: the defaults).
@@ -62,6 +64,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/services/{name}", s.get)
 	mux.HandleFunc("POST /v1/services/{name}/{action}", s.action)
 	mux.HandleFunc("GET /v1/services/{name}/logs", s.logs)
+	mux.HandleFunc("GET /v1/services/{name}/config", s.serviceConfig)
+	mux.HandleFunc("GET /v1/services/{name}/unit", s.serviceUnit)
 	mux.HandleFunc("POST /v1/system/{action}", s.power)
 	mux.HandleFunc("POST /v1/system/kexec", s.kexec)
 	mux.HandleFunc("GET /v1/boot", s.boot)
@@ -227,6 +231,10 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 		killed, also = res.Killed, res.Also
 	case "restart":
 		err = s.SV.Restart(name)
+	case "reload":
+		err = s.SV.ReloadService(name)
+	case "kill":
+		err = s.killAction(r, name)
 	case "upgrade":
 		var rep services.UpgradeReport
 		rep, err = s.SV.Upgrade(name, r.URL.Query().Get("exec"))
@@ -237,13 +245,13 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	default:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q (start, stop, restart or upgrade)", action))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q (start, stop, restart, reload, kill or upgrade)", action))
 		return
 	}
 	s.Log.Info("control: service action", "service", name, "action", action, "took", time.Since(start), "err", err)
 	st := svc.Status()
 	if err != nil {
-		writeError(w, http.StatusConflict, fmt.Sprintf("%s %s: %v", action, name, err))
+		writeError(w, actionCode(err), fmt.Sprintf("%s %s: %v", action, name, err))
 		return
 	}
 	writeJSON(w, http.StatusOK, ActionResult{Service: name, Action: action, Took: time.Since(start).Round(time.Millisecond).String(), Killed: killed, AlsoStopped: also, Status: &st})

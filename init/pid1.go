@@ -333,7 +333,7 @@ func (m *machine) startControl() error {
 	m.updater = m.newUpdater()
 	m.srv = &control.Server{SV: sv, Log: m.log, Timeline: m.timeline, Kexec: m.kexecRequest,
 		Power:        func(a system.PowerAction) error { return m.requestPower("control API", a, nil) },
-		ReloadConfig: configReloader(m.log, sv, m.configPath), Update: m.updater}
+		ReloadConfig: configReloader(m.log, sv, m.configPath), ConfigFile: m.configPath, Update: m.updater}
 	if startLocalControl(m.log, m.srv, runDir) == nil {
 		return fmt.Errorf("no control API")
 	}

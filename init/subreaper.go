@@ -83,7 +83,7 @@ func subreaperMain(args []string) int {
 	var readyAt atomic.Int64 // read by API handlers
 	srv := &control.Server{SV: sv, Log: log, Timeline: func() control.Timeline {
 		return control.Timeline{InitToReady: time.Duration(readyAt.Load()), Services: serviceTimeline(sv, start)}
-	}, ReloadConfig: configReloader(log, sv, *cfgPath)}
+	}, ReloadConfig: configReloader(log, sv, *cfgPath), ConfigFile: *cfgPath}
 	listeners := startControl(log, srv, *runDir, cfg)
 	failed := 0
 	for _, r := range sv.StartAll() {

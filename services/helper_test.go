@@ -56,6 +56,8 @@ func helper(mode string) {
 		os.Exit(1)
 	case "model":
 		modelService()
+	case "reload":
+		reloadHelper()
 	case "stopping-on-term": // ready at once; on SIGTERM says STOPPING=1, then exits
 		term := make(chan os.Signal, 1)
 		signal.Notify(term, unix.SIGTERM)
@@ -84,4 +86,20 @@ func helper(mode string) {
 func helperExec(mode string) ([]string, []string) {
 	exe, _ := os.Executable()
 	return []string{exe}, []string{"BATON_TEST_HELPER=" + mode}
+}
+
+// reloadHelper is a notify service that reloads on SIGHUP as systemd's Type=notify-reload
+// expects: RELOADING=1, then READY=1 — or, with $RELOAD_FAILS set, never READY=1 again.
+func reloadHelper() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, unix.SIGHUP)
+	client.Ready()
+	for range hup {
+		client.Notify("RELOADING=1")
+		fmt.Println("reloading")
+		if os.Getenv("RELOAD_FAILS") == "" {
+			time.Sleep(50 * time.Millisecond)
+			client.Notify("READY=1")
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/baton-init/baton/config"
 	"github.com/baton-init/baton/system"
 )
 
@@ -75,12 +76,21 @@ func (s *Service) reaped(g *generation, exit system.Exit) {
 	if len(s.st.ended) > maxEnded {
 		s.st.ended = s.st.ended[1:]
 	}
-	killGroup(g)
 	closeFd(&g.ctl)
-	if len(s.st.gens) == 0 {
-		s.killCgroup()
+	// A forking service's started process leaves its daemon behind on purpose (in its group
+	// if the daemon did not call setsid, in the cgroup anyway): the table decides (forking.go).
+	if !(g.starter && s.spec().Type == config.TypeForking) {
+		killGroup(g)
+		if len(s.st.gens) == 0 {
+			s.killCgroup()
+		}
+	}
+	if g.adopted {
+		s.removePidFile(g.pid)
 	}
 	switch up := s.st.up; {
+	case g == s.st.cur && g.starter:
+		s.event(eStarterExit)
 	case g == s.st.cur:
 		s.event(eExit)
 	case up != nil && g == up.new:

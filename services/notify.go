@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/baton-init/baton/config"
 	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/system"
 )
@@ -192,10 +193,10 @@ func (s *Service) fromMain(n notified, extend time.Duration) {
 			s.st.mainPid = pid
 		}
 	}
-	if f["RELOADING"] == "1" {
-		s.st.reloading = true
+	if f["RELOADING"] == "1" && s.st.phase == pRunning && s.st.up == nil {
+		s.enter(pReloading, time.Now().Add(s.spec().StartTimeout.Duration)) // signals.go
 	}
-	if f["READY"] == "1" {
+	if f["READY"] == "1" && s.spec().Type == config.TypeSimple { // the others: their starter's exit
 		s.event(eReady)
 	}
 	if f["STOPPING"] == "1" && s.st.phase == pRunning {

@@ -104,26 +104,32 @@ func (s *Service) spawn(spec *config.Service, execPath string, handoffFd int) (*
 		unix.Close(pair[0])
 		return nil, fmt.Errorf("start %s: %w", execPath, err)
 	}
-	g := &generation{pid: pid, exec: execPath, started: time.Now(), ctl: pair[0]}
+	g := &generation{pid: pid, pgid: pid, exec: execPath, started: time.Now(), ctl: pair[0],
+		starter: spec.Type == config.TypeForking || spec.Type == config.TypeOneshot}
 	s.st.gens = append(s.st.gens, g)
 	if s.st.firstUp.IsZero() {
 		s.st.firstUp = g.started
 	}
+	s.watchExit(g, exits)
+	return g, nil
+}
+
+// watchExit posts a generation's exit to the loop.
+func (s *Service) watchExit(g *generation, exits <-chan system.Exit) {
 	go func() {
-		defer system.Recover(s.log, "exit watcher "+spec.Name)
+		defer system.Recover(s.log, "exit watcher "+s.spec().Name)
 		s.post(exited{gen: g, exit: <-exits})
 	}()
-	return g, nil
 }
 
 // signalTree sends sig to a generation's process group and, when all of the service is meant
 // (a stop, not an upgrade's drain), to everything in its cgroup, which also holds processes
 // that left the group.
 func (s *Service) signalTree(g *generation, sig unix.Signal, cgroupToo bool) {
-	if err := unix.Kill(-g.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+	if err := g.signal(sig); err != nil && !errors.Is(err, unix.ESRCH) {
 		s.log.Warn("signal failed", "pid", g.pid, "signal", unix.SignalName(sig), "err", err)
 	}
-	_ = unix.Kill(-g.pid, unix.SIGCONT) // a stopped process cannot act on the signal
+	_ = g.signal(unix.SIGCONT) // a stopped process cannot act on the signal
 	if s.st.cgroup != "" && cgroupToo {
 		for _, p := range cgroupProcs(s.st.cgroup) {
 			_ = unix.Kill(p, sig)
@@ -132,8 +138,30 @@ func (s *Service) signalTree(g *generation, sig unix.Signal, cgroupToo bool) {
 	}
 }
 
-// killGroup SIGKILLs a generation's process group.
-func killGroup(g *generation) { _ = unix.Kill(-g.pid, unix.SIGKILL) }
+// signal sends sig to a generation's process group and, while it is not reaped (its pid could
+// be another process's afterwards), to its main process, which an adopted daemon may have
+// outside the group.
+func (g *generation) signal(sig unix.Signal) error {
+	var err error
+	if g.adopted && !g.ended {
+		g.followGroup()
+	}
+	if g.pgid > 0 {
+		err = unix.Kill(-g.pgid, sig)
+	}
+	if g.adopted && g.pgid != g.pid {
+		// The group it leads, if it made one after it was last looked at. Safe once it is
+		// reaped too: the kernel does not reuse a pid while a group of that id exists.
+		_ = unix.Kill(-g.pid, sig)
+	}
+	if g.pgid != g.pid && !g.ended {
+		err = unix.Kill(g.pid, sig)
+	}
+	return err
+}
+
+// killGroup SIGKILLs a generation's process group (and its main process, until reaped).
+func killGroup(g *generation) { _ = g.signal(unix.SIGKILL) }
 
 // killCgroup SIGKILLs everything in the service's cgroup: only when all of it must go.
 func (s *Service) killCgroup() {

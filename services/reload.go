@@ -39,7 +39,7 @@ func classify(old, new config.Service) change {
 	}
 	o := old
 	o.Exec, o.Env = new.Exec, new.Env
-	if reflect.DeepEqual(o, new) {
+	if reflect.DeepEqual(o, new) && new.Type == config.TypeSimple { // only simple ones upgrade
 		return execEnv
 	}
 	return settings

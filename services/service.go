@@ -27,7 +27,10 @@ const (
 	Starting State = "starting" // started, not ready yet; or waiting to restart
 	Running  State = "running"  // ready
 	Stopping State = "stopping"
-	Failed   State = "failed"
+	// Reloading: a notify service between its reload (RELOADING=1 or the reload signal) and
+	// READY=1; it still serves.
+	Reloading State = "reloading"
+	Failed    State = "failed"
 )
 
 // env is what every service shares: the machine around it.

@@ -3,6 +3,8 @@ package services
 import (
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/baton-init/baton/config"
 	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/system"
@@ -12,19 +14,21 @@ import (
 type phase int
 
 const (
-	pDown     phase = iota // nothing runs, nothing is wanted
-	pFailed                // gave up: start error, restart limit, a requirement not met
-	pBackoff               // the program ended; waiting to start it again
-	pStarting              // started, not ready yet
-	pRunning               // ready
-	pStopping              // stop signal sent; waiting for every generation to end
+	pDown      phase = iota // nothing runs, nothing is wanted
+	pFailed                 // gave up: start error, restart limit, a requirement not met
+	pBackoff                // the program ended; waiting to start it again
+	pStarting               // started, not ready yet
+	pRunning                // ready
+	pStopping               // stop signal sent; waiting for every generation to end
+	pPidWait                // forking: the started process exited 0; waiting for pid_file to name its daemon
+	pReloading              // notify: RELOADING=1 (or the reload signal) until READY=1
 	nPhases
 )
 
 var phaseState = [nPhases]State{pDown: Stopped, pFailed: Failed, pBackoff: Starting, pStarting: Starting,
-	pRunning: Running, pStopping: Stopping}
+	pRunning: Running, pStopping: Stopping, pPidWait: Starting, pReloading: Reloading}
 
-var phaseNames = [nPhases]string{"down", "failed", "backoff", "starting", "running", "stopping"}
+var phaseNames = [nPhases]string{"down", "failed", "backoff", "starting", "running", "stopping", "pid-wait", "reloading"}
 
 func (p phase) String() string { return phaseNames[p] }
 
@@ -33,15 +37,28 @@ func (p phase) String() string { return phaseNames[p] }
 // stop, until every generation has been reaped.
 type generation struct {
 	pid     int
+	pgid    int    // its process group, signalled with it; 0 for none of its own (never baton's)
+	starter bool   // forking or oneshot: its exit, not READY=1, decides readiness
+	adopted bool   // forking: the daemon named by pid_file, re-parented to baton
 	exec    string // the binary it runs
 	started time.Time
 	ctl     int // baton's end of the control channel with the process
 	// killedFor is why baton killed it (start timeout, watchdog); "" when it ended by itself.
 	killedFor string
+	killedBy  killCause
 	exit      system.Exit // valid once ended
 	ended     bool
 	endedAt   time.Time
 }
+
+// killCause is why baton killed a generation, for the restart policies that tell them apart.
+type killCause int
+
+const (
+	byNone     killCause = iota
+	byTimeout            // start_timeout
+	byWatchdog           // no WATCHDOG=1 in time
+)
 
 // state is everything the loop knows about its service. Only the loop reads or writes it.
 type state struct {
@@ -65,6 +82,7 @@ type state struct {
 
 	// Who waits for what.
 	startWaiters []chan<- reply  // answered at the attempt's outcome: ready or failed
+	reloadWaiter []chan<- reply  // answered when a reload is over: READY=1, or it failed
 	stopWaiters  []chan<- reply  // answered when no generation is left
 	startAfter   bool            // start again once stopped (restart, or a start during a stop)
 	nextSpec     *config.Service // a reloaded config, taken at the next start
@@ -79,15 +97,15 @@ type state struct {
 	readyAt       time.Time
 	firstUp       time.Time // first start this boot, for the timeline
 	firstRdy      time.Time
+	completed     bool // oneshot: its last run exited successfully
 	restarts      int
 	upgrades      int
 	lastExit      *system.Exit
 	lastErr       error
 	statusMsg     string // the service's own STATUS=
-	reloading     bool
-	mainPid       int // MAINPID= as the service reported it
-	notifyDropped int // notify datagrams refused: not from the service's processes
-	notifyLate    int // from a generation that is ending (old version, a stopping service)
+	mainPid       int    // MAINPID= as the service reported it
+	notifyDropped int    // notify datagrams refused: not from the service's processes
+	notifyLate    int    // from a generation that is ending (old version, a stopping service)
 
 	warns map[string]*warnKind // rate-limited warnings (warn.go)
 }
@@ -108,10 +126,12 @@ const (
 	opUpgrade
 	opFail      // not started: something outside it, e.g. a requirement not met
 	opConfigure // a reloaded config, for the next start (the service is not running)
+	opReload    // reload_signal to the main process (notify: and wait for READY=1)
+	opKill      // a signal to the service's processes, as asked
 	nOps
 )
 
-var opNames = [nOps]string{"start", "stop", "restart", "upgrade", "fail", "configure"}
+var opNames = [nOps]string{"start", "stop", "restart", "upgrade", "fail", "configure", "reload", "kill"}
 
 func (o op) String() string { return opNames[o] }
 
@@ -121,6 +141,8 @@ type request struct {
 	spec  *config.Service // opUpgrade, opRestart: the config to run from now on (nil: keep it)
 	err   error           // opFail: why
 	flush bool            // opStop: empty the fd store too
+	sig   unix.Signal     // opKill
+	main  bool            // opKill: the main process only
 	reply chan<- reply
 }
 

@@ -18,9 +18,12 @@ type Status struct {
 	LastExit string    `json:"last_exit,omitempty"`
 	Error    string    `json:"error,omitempty"`
 	Status   string    `json:"status,omitempty"` // the service's own STATUS= line
-	Ready    string    `json:"ready"`            // started | notify
-	Restart  string    `json:"restart"`
-	Cgroup   string    `json:"cgroup,omitempty"`
+	Type     string    `json:"type"`             // simple | forking | oneshot
+	Ready    string    `json:"ready,omitempty"`  // started | notify (simple)
+	// Completed: a oneshot whose last run exited successfully (requires accepts it as up).
+	Completed bool   `json:"completed,omitempty"`
+	Restart   string `json:"restart"`
+	Cgroup    string `json:"cgroup,omitempty"`
 	// NotifyDropped counts notify datagrams from processes outside the service.
 	NotifyDropped int `json:"notify_dropped,omitempty"`
 	// NotifyLate counts datagrams from a generation that was ending (the old version of an
@@ -64,9 +67,9 @@ func (s *Service) state() State {
 // statusNow is the loop's view, for publish; Uptime is filled in by Status.
 func (s *Service) statusNow() Status {
 	st := Status{Name: s.spec().Name, State: s.state(), Restarts: s.st.restarts, Status: s.st.statusMsg,
-		Ready: s.spec().Ready, Restart: s.spec().Restart, Cgroup: s.st.cgroup, StartedAt: s.st.firstUp,
+		Type: s.spec().Type, Ready: s.spec().Ready, Completed: s.st.completed, Restart: s.spec().Restart, Cgroup: s.st.cgroup, StartedAt: s.st.firstUp,
 		ReadyAt: s.st.firstRdy, NotifyDropped: s.st.notifyDropped, NotifyLate: s.st.notifyLate,
-		Upgrades: s.st.upgrades, MainPid: s.st.mainPid, Reloading: s.st.reloading}
+		Upgrades: s.st.upgrades, MainPid: s.st.mainPid, Reloading: s.st.phase == pReloading}
 	st.Exec = s.spec().Exec[0]
 	if g := s.st.cur; g != nil {
 		st.Pid, st.Since, st.Exec = g.pid, g.started, g.exec

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/baton-init/baton/config"
 	"github.com/baton-init/baton/system"
 )
@@ -109,7 +111,7 @@ func (sv *Supervisor) StartAll() []StartReport {
 
 func (sv *Supervisor) requiresUp(s *Service) error {
 	for _, r := range s.spec().Requires {
-		if st := sv.Status(r); st.State != Running {
+		if st := sv.Status(r); st.State != Running && !(st.State == Stopped && st.Completed) {
 			return fmt.Errorf("requires %s, which is %s", r, st.State)
 		}
 	}
@@ -242,4 +244,23 @@ func (sv *Supervisor) Statuses() []Status {
 		out = append(out, s.Status())
 	}
 	return out
+}
+
+// ReloadService sends the service its reload_signal and, for a notify service, waits for its
+// READY=1 (systemd's reload; see signals.go).
+func (sv *Supervisor) ReloadService(name string) error {
+	s, ok := sv.lookup(name)
+	if !ok {
+		return unknown(name)
+	}
+	return s.request(request{op: opReload}).err
+}
+
+// Kill sends sig to the service's processes (main: to its main process only).
+func (sv *Supervisor) Kill(name string, sig unix.Signal, main bool) error {
+	s, ok := sv.lookup(name)
+	if !ok {
+		return unknown(name)
+	}
+	return s.request(request{op: opKill, sig: sig, main: main}).err
 }

@@ -20,36 +20,41 @@ import (
 type action func(s *Service, req request)
 
 // onRequest: every cell answers, at once or when the transition it starts is over.
-var onRequest = [nPhases][nOps]action{ // columns: start, stop, restart, upgrade, fail, configure
-	pDown:     {startFresh, stopIdle, startFresh, notRunning, failNow, configure},
-	pFailed:   {startFresh, stopIdle, startFresh, notRunning, failNow, configure},
-	pBackoff:  {startFresh, stopIdle, startFresh, notRunning, answerOK, configure},
-	pStarting: {awaitStart, beginStop, stopThenStart, notRunning, answerOK, configure},
-	pRunning:  {answerOK, beginStop, stopThenStart, beginUpgrade, answerOK, configure},
-	pStopping: {startLater, awaitStop, startLater, notRunning, answerOK, configure},
+var onRequest = [nPhases][nOps]action{ // columns: start, stop, restart, upgrade, fail, configure, reload, kill
+	pDown:      {startFresh, stopIdle, startFresh, notRunning, failNow, configure, cannotReload, killAsked},
+	pFailed:    {startFresh, stopIdle, startFresh, notRunning, failNow, configure, cannotReload, killAsked},
+	pBackoff:   {startFresh, stopIdle, startFresh, notRunning, answerOK, configure, cannotReload, killAsked},
+	pStarting:  {awaitStart, beginStop, stopThenStart, notRunning, answerOK, configure, cannotReload, killAsked},
+	pRunning:   {answerOK, beginStop, stopThenStart, beginUpgrade, answerOK, configure, beginReload, killAsked},
+	pStopping:  {startLater, awaitStop, startLater, notRunning, answerOK, configure, cannotReload, killAsked},
+	pPidWait:   {awaitStart, stopPidWait, restartPidWait, notRunning, answerOK, configure, cannotReload, killAsked},
+	pReloading: {answerOK, beginStop, stopThenStart, notRunning, answerOK, configure, awaitReload, killAsked},
 }
 
 type event int
 
 const (
-	eExit     event = iota // the main generation ended
-	eReady                 // READY=1 from the main generation
-	eDeadline              // the phase's deadline passed
+	eExit        event = iota // the main generation ended
+	eReady                    // READY=1 from the main generation
+	eDeadline                 // the phase's deadline passed
+	eStarterExit              // forking, oneshot: the started process ended (forking.go)
 	nEvents
 )
 
-var eventNames = [nEvents]string{"exit", "ready", "deadline"}
+var eventNames = [nEvents]string{"exit", "ready", "deadline", "starter-exit"}
 
 func (e event) String() string { return eventNames[e] }
 
 // onEvent: nil where the event cannot happen (no main generation, no deadline).
-var onEvent = [nPhases][nEvents]action{ // columns: exit, ready, deadline (which one)
-	pDown:     {nil, nil, nil},
-	pFailed:   {nil, nil, nil},
-	pBackoff:  {nil, nil, startAgain},                     // restart_delay, doubling up to restart_delay_max
-	pStarting: {exitStarting, becomeReady, startTimedOut}, // start_timeout (ready = notify)
-	pRunning:  {exitRunning, readyAgain, watchdogFired},   // watchdog, if any
-	pStopping: {exitStopping, nil, stopTimedOut},          // stop_timeout, then SIGKILL
+var onEvent = [nPhases][nEvents]action{ // columns: exit, ready, deadline (which one), starter exit
+	pDown:      {nil, nil, nil, nil},
+	pFailed:    {nil, nil, nil, nil},
+	pBackoff:   {nil, nil, startAgain, nil},                               // restart_delay, doubling up to restart_delay_max
+	pStarting:  {exitStarting, becomeReady, startTimedOut, starterExited}, // start_timeout (notify, forking, oneshot)
+	pRunning:   {exitRunning, readyAgain, watchdogFired, nil},             // watchdog, if any
+	pStopping:  {exitStopping, nil, stopTimedOut, starterStopped},         // stop_timeout, then SIGKILL
+	pPidWait:   {nil, nil, pollPidFile, nil},                              // the next look at pid_file
+	pReloading: {exitReloading, reloadDone, reloadTimedOut, nil},          // start_timeout for READY=1
 }
 
 func (s *Service) onReq(r request) {
@@ -136,6 +141,7 @@ func beginStop(s *Service, req request) {
 	s.st.flushStore = s.st.flushStore || req.flush
 	s.st.startAfter = false
 	s.outcome(errStopping)
+	s.reloadOutcome(errStopping)
 	if s.st.up != nil {
 		s.upgradeEvent(uStop)
 	}
@@ -172,13 +178,16 @@ func becomeReady(s *Service, _ request) {
 	s.log.Info("ready", "after", time.Since(s.st.started).Round(time.Millisecond))
 }
 
-func readyAgain(s *Service, _ request) { s.st.reloading = false }
+func readyAgain(s *Service, _ request) {}
 
 func exitStarting(s *Service, _ request) {
 	g := s.st.cur
 	s.endCur()
 	reason := g.killedFor
-	if reason == "" {
+	switch {
+	case reason == "" && g.starter:
+		reason = g.exit.String()
+	case reason == "":
 		reason = fmt.Sprintf("exited before it was ready: %s", g.exit)
 	}
 	err := errors.New(reason)
@@ -199,7 +208,7 @@ func exitRunning(s *Service, _ request) {
 		s.enter(pStarting, time.Time{}) // the upgrade's deadline is the one that counts
 		return
 	}
-	failed := g.killedFor != "" || !g.exit.Success()
+	failed := g.killedFor != "" || !s.exitOK(g.exit)
 	if failed && g.killedFor == "" {
 		s.st.lastErr = fmt.Errorf("%s", g.exit)
 	}
@@ -214,7 +223,10 @@ func startTimedOut(s *Service, _ request) {
 	if g == nil || g.killedFor != "" {
 		return
 	}
-	g.killedFor = fmt.Sprintf("no READY=1 within start_timeout %s; killed", s.spec().StartTimeout)
+	g.killedFor, g.killedBy = fmt.Sprintf("no READY=1 within start_timeout %s; killed", s.spec().StartTimeout), byTimeout
+	if g.starter {
+		g.killedFor = fmt.Sprintf("still running after start_timeout %s; killed", s.spec().StartTimeout)
+	}
 	s.log.Error("not ready in time", "start_timeout", s.spec().StartTimeout)
 	s.st.lastErr = errors.New(g.killedFor)
 	s.st.deadline = time.Time{}
@@ -320,9 +332,10 @@ func (s *Service) run() {
 		return
 	}
 	s.st.cur, s.st.started, s.st.lastErr = g, g.started, nil
-	s.st.mainPid, s.st.reloading, s.st.statusMsg, s.st.selfStopping = 0, false, "", false
+	s.st.mainPid, s.st.statusMsg, s.st.selfStopping = 0, "", false
+	s.st.completed = false
 	s.log.Info("started", "pid", g.pid)
-	if s.spec().Ready == config.ReadyStarted {
+	if s.spec().Type == config.TypeSimple && s.spec().Ready == config.ReadyStarted {
 		s.markReady()
 		return
 	}
@@ -330,7 +343,7 @@ func (s *Service) run() {
 }
 
 func (s *Service) markReady() {
-	s.st.readyAt, s.st.reloading = time.Now(), false
+	s.st.readyAt = time.Now()
 	if s.st.firstRdy.IsZero() {
 		s.st.firstRdy = s.st.readyAt
 	}

@@ -121,6 +121,10 @@ func beginUpgrade(s *Service, req request) {
 		s.answer(req.reply, reply{err: fmt.Errorf("%w (new version pid %d)", ErrUpgradeInProgress, pid), upgrade: rep})
 		return
 	}
+	if t := s.spec().Type; t != config.TypeSimple {
+		s.answer(req.reply, reply{err: fmt.Errorf("%s is a %s service: only simple ones are upgraded on their held sockets; restart it (or reload it)", s.spec().Name, t), upgrade: rep})
+		return
+	}
 	if s.st.selfStopping {
 		s.answer(req.reply, reply{err: fmt.Errorf("%s is stopping (STOPPING=1), not running: start it instead of upgrading", s.spec().Name), upgrade: rep})
 		return
@@ -158,7 +162,7 @@ func swapIn(s *Service) {
 	up.new, up.old = nil, old
 	s.specp.Store(up.spec)
 	s.st.cur, s.st.started, s.st.readyAt = g, g.started, time.Now()
-	s.st.mainPid, s.st.statusMsg, s.st.reloading = 0, "", false
+	s.st.mainPid, s.st.statusMsg = 0, ""
 	s.st.upgrades++
 	s.enter(pRunning, time.Time{}) // also when the old version ended meanwhile (pStarting)
 	s.armWatchdog()

@@ -74,6 +74,32 @@ func (r *Reaper) StartFunc(start func() (int, error)) (<-chan Exit, int, error) 
 	return ch, pid, nil
 }
 
+// ErrNotAChild is Adopt's answer for a process that is not (or no longer) baton's child.
+var ErrNotAChild = errors.New("not a child of baton")
+
+// Adopt returns a channel that receives the exit of pid, a process baton did not start but
+// that is its child now: a forking daemon whose parent exited, re-parented to PID 1 or to
+// the subreaper. It fails for a process that is gone or whose parent is another process.
+// The check runs under the lock the delivery takes, so a child that ends meanwhile is either
+// still a zombie here (and its exit is delivered to the channel) or gone (and refused).
+func (r *Reaper) Adopt(pid int) (<-chan Exit, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, taken := r.waiters[pid]; taken {
+		return nil, fmt.Errorf("adopt pid %d: already waited for", pid)
+	}
+	st, err := ReadProcStat(pid)
+	if err != nil {
+		return nil, fmt.Errorf("adopt pid %d: %w", pid, ErrNotAChild)
+	}
+	if st.PPid != os.Getpid() {
+		return nil, fmt.Errorf("adopt pid %d: its parent is pid %d: %w", pid, st.PPid, ErrNotAChild)
+	}
+	ch := make(chan Exit, 1)
+	r.waiters[pid] = ch
+	return ch, nil
+}
+
 func (r *Reaper) reapAll() {
 	for {
 		var ws unix.WaitStatus

@@ -1,0 +1,36 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestServiceTypes(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string // want "" for valid
+	}{
+		{"simple default", `exec = ["/bin/a"]`, ""},
+		{"forking", "type = \"forking\"\nexec = [\"/usr/sbin/nginx\"]\npid_file = \"/run/nginx.pid\"", ""},
+		{"oneshot", "type = \"oneshot\"\nremain_after_exit = true\nexec = [\"/bin/a\"]", ""},
+		{"ready with forking", "type = \"forking\"\npid_file = \"/run/a.pid\"\nexec = [\"/bin/a\"]\nready = \"notify\"",
+			`x.toml:6: service[0].ready: service "a": ready applies to type = "simple" only`},
+		{"ready with oneshot", "type = \"oneshot\"\nready = \"started\"\nexec = [\"/bin/a\"]",
+			`x.toml:4: service[0].ready: service "a": ready applies to type = "simple" only`},
+		{"forking without pid_file", "type = \"forking\"\nexec = [\"/bin/a\"]", `needs pid_file`},
+		{"relative pid_file", "type = \"forking\"\npid_file = \"a.pid\"\nexec = [\"/bin/a\"]", `x.toml:4: service[0].pid_file`},
+		{"pid_file with simple", "pid_file = \"/run/a.pid\"\nexec = [\"/bin/a\"]", `pid_file applies to type = "forking" only`},
+		{"remain_after_exit with simple", "remain_after_exit = true\nexec = [\"/bin/a\"]", `x.toml:3: service[0].remain_after_exit`},
+		{"unknown type", "type = \"notify\"\nexec = [\"/bin/a\"]", `x.toml:3: service[0].type: service "a": "notify" is not a service type`},
+		{"oneshot restart always", "type = \"oneshot\"\nrestart = \"always\"\nexec = [\"/bin/a\"]", `x.toml:4: service[0].restart`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("x.toml", []byte("[[service]]\nname = \"a\"\n"+tc.body+"\n"))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("want valid: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v; want an error with %q", err, tc.want)
+			}
+		})
+	}
+}
