@@ -116,10 +116,18 @@ func TestUpgradeFailuresLeaveTheOldVersionServing(t *testing.T) {
 }
 
 func TestUpgradeSwapsAndRefusesASecond(t *testing.T) {
-	exe, env := helperExec("notify-ready") // READY=1 after 150ms
-	sv := supervisor(t, config.Service{Name: "up", Ready: config.ReadyNotify, Restart: config.RestartOnFailure, Exec: exe, Env: env,
-		Socket: []config.Socket{{Name: "http", Listen: "tcp://127.0.0.1:0"}}})
-	sv.StartAll()
+	// Every version says READY=1 once $READY_FILE exists: the first finds it, the upgrade's
+	// new version waits until the test has tried a second upgrade, so that one is refused
+	// however slowly the machine runs (a fixed READY delay raced it).
+	exe, env := helperExec("notify-after-file")
+	readyFile := filepath.Join(t.TempDir(), "ready")
+	os.WriteFile(readyFile, nil, 0o644)
+	sv := supervisor(t, config.Service{Name: "up", Ready: config.ReadyNotify, Restart: config.RestartOnFailure, Exec: exe,
+		Env: append(env, "READY_FILE="+readyFile), Socket: []config.Socket{{Name: "http", Listen: "tcp://127.0.0.1:0"}}})
+	if r := sv.StartAll(); r[0].Err != nil {
+		t.Fatalf("start: %v", r[0].Err)
+	}
+	os.Remove(readyFile)
 	s := sv.Service("up")
 	old := s.Status().Pid
 	done := make(chan error, 1)
@@ -128,8 +136,9 @@ func TestUpgradeSwapsAndRefusesASecond(t *testing.T) {
 		t.Fatalf("status never showed two generations: %+v", s.Status())
 	}
 	if _, err := sv.Upgrade("up", ""); !errors.Is(err, ErrUpgradeInProgress) {
-		t.Errorf("second upgrade: %v, want it refused", err)
+		t.Errorf("second upgrade while the first waits for READY=1: %v, want it refused", err)
 	}
+	os.WriteFile(readyFile, nil, 0o644)
 	if err := <-done; err != nil {
 		t.Fatalf("upgrade: %v", err)
 	}
@@ -231,4 +240,26 @@ func TestStopDuringUpgradeAbandonsIt(t *testing.T) {
 		t.Errorf("after stop: %+v", st)
 	}
 	waitGone(t, newPid)
+}
+
+// A program that does not use handoff/client never reads its control channel: an upgrade
+// tells it to stop as soon as the new version is ready, without waiting ackTimeout for an
+// ACK that cannot come. One that does (it said HELLO) is offered the handoff as before.
+func TestUpgradeOfAPlainProgramDoesNotWaitForAnAck(t *testing.T) {
+	exe, env := helperExec("notify-ready")
+	sv := supervisor(t,
+		config.Service{Name: "plain", Exec: sh("exec sleep 100"), UpgradeSettle: dur(50 * time.Millisecond)},
+		config.Service{Name: "lib", Ready: config.ReadyNotify, Exec: exe, Env: env})
+	sv.StartAll()
+	start := time.Now()
+	rep, err := sv.Upgrade("plain", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= ackTimeout || rep.Handoff {
+		t.Errorf("upgrade took %v (handoff %v); want well under ackTimeout %v, no handoff", took, rep.Handoff, ackTimeout)
+	}
+	if rep, err := sv.Upgrade("lib", ""); err != nil || !rep.Handoff {
+		t.Errorf("upgrade of a handoff/client program: %v, handoff %v; want the offer taken", err, rep.Handoff)
+	}
 }

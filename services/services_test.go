@@ -1,6 +1,7 @@
 package services
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,6 +46,16 @@ func dur(d time.Duration) config.Duration { return config.Duration{Duration: d} 
 
 func supervisor(t *testing.T, svcs ...config.Service) *Supervisor {
 	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return supervisorLog(t, log, svcs...)
+}
+
+// supervisorLog is supervisor with baton's log going to log.
+func supervisorLog(t *testing.T, log *slog.Logger, svcs ...config.Service) *Supervisor {
+	t.Helper()
 	cfg := &config.Config{Service: svcs}
 	for i := range cfg.Service {
 		s := &cfg.Service[i]
@@ -53,10 +65,6 @@ func supervisor(t *testing.T, svcs ...config.Service) *Supervisor {
 		if s.StopTimeout.Duration == 0 {
 			s.StopTimeout.Duration = 2 * time.Second
 		}
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	for i := range cfg.Service {
 		cfg.Service[i].ApplyDefaults()
@@ -101,9 +109,38 @@ func TestStartOrderFollowsAfter(t *testing.T) {
 	}
 }
 
+// restartDelays keeps the delay of each "restarting" line the supervisor logs.
+type restartDelays struct {
+	mu sync.Mutex
+	in []time.Duration
+}
+
+func (r *restartDelays) Enabled(context.Context, slog.Level) bool { return true }
+func (r *restartDelays) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *restartDelays) WithGroup(string) slog.Handler            { return r }
+func (r *restartDelays) Handle(_ context.Context, rec slog.Record) error {
+	if rec.Message != "restarting" {
+		return nil
+	}
+	rec.Attrs(func(a slog.Attr) bool {
+		if a.Key == "in" && a.Value.Kind() == slog.KindDuration {
+			r.mu.Lock()
+			r.in = append(r.in, a.Value.Duration())
+			r.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+// The delays the supervisor chose are checked exactly (from its log: doubling, then the cap),
+// and the starts it made against them (never before the delay is up). A gap's upper bound is
+// not checked: on a loaded machine fork/exec of sh can take any time, and the cap is what an
+// upper bound was there to show.
 func TestRestartBackoffGrowsAndIsCapped(t *testing.T) {
 	stamps := filepath.Join(t.TempDir(), "starts")
-	sv := supervisor(t, config.Service{Name: "crash", Restart: config.RestartOnFailure, RestartLimit: 100,
+	delays := &restartDelays{}
+	sv := supervisorLog(t, slog.New(delays), config.Service{Name: "crash", Restart: config.RestartOnFailure, RestartLimit: 100,
 		RestartDelay: dur(100 * time.Millisecond), RestartDelayMax: dur(400 * time.Millisecond),
 		Exec: sh("date +%s%N >> " + stamps + "; exit 3")})
 	sv.StartAll()
@@ -124,17 +161,26 @@ func TestRestartBackoffGrowsAndIsCapped(t *testing.T) {
 	if len(starts) < 6 {
 		t.Fatalf("%d starts recorded, want ≥ 6", len(starts))
 	}
+	delays.mu.Lock()
+	chosen := append([]time.Duration(nil), delays.in...)
+	delays.mu.Unlock()
 	want := []time.Duration{100, 200, 400, 400, 400} // ms: doubling, then the cap
+	if len(chosen) < len(want) {
+		t.Fatalf("%d restart delays logged (%v), want ≥ %d", len(chosen), chosen, len(want))
+	}
 	for i, w := range want {
 		gap := time.Duration(starts[i+1] - starts[i])
-		t.Logf("gap %d: %v (backoff %vms)", i, gap.Round(time.Millisecond), int(w))
-		if gap < w*time.Millisecond {
-			t.Errorf("gap %d = %v, shorter than the backoff %vms", i, gap, int(w))
+		t.Logf("gap %d: %v (backoff %v)", i, gap.Round(time.Millisecond), chosen[i])
+		if chosen[i] != w*time.Millisecond {
+			t.Errorf("restart %d: backoff %v, want %vms (delays chosen: %v)", i+1, chosen[i], int(w), chosen)
 		}
-		// Upper bound: below the next doubling, which leaves slack for fork/exec of sh on a
-		// loaded machine; without the cap gaps 3 and 4 would be 800ms and 1.6s.
-		if gap >= 2*w*time.Millisecond {
-			t.Errorf("gap %d = %v, far above the backoff %vms (cap not applied?)", i, gap, int(w))
+		if gap < chosen[i] {
+			t.Errorf("gap %d = %v, shorter than the backoff %v", i, gap, chosen[i])
+		}
+	}
+	for i, d := range chosen {
+		if d > 400*time.Millisecond {
+			t.Errorf("restart %d: backoff %v, above restart_delay_max 400ms", i+1, d)
 		}
 	}
 }
