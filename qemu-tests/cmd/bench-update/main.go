@@ -133,7 +133,7 @@ func measure(t *vm.ProgramTB, g *vm.VM, r *result, args ...string) {
 		// The console's cursor is past the last boot's lines (measure leaves it there), so
 		// these are the reboot's.
 		g.WaitFor(`shutdown complete action=reboot`, 60*time.Second)
-		g.WaitFor(`Linux version`, 120*time.Second) // through the firmware and the boot loader
+		g.WaitFor(`baton starting as PID 1`, 120*time.Second) // through the firmware and the loader ("quiet": no kernel lines)
 	}
 	if args[0] == "reboot" || kexecd {
 		g.WaitFor(`baton: all services started`, 180*time.Second)
