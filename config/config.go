@@ -108,6 +108,15 @@ const (
 	RestartAlways    = "always"
 	RestartOnFailure = "on-failure"
 	RestartNever     = "never"
+	// RestartOnAbnormal: after a signal, a start timeout or the watchdog, not an exit status.
+	RestartOnAbnormal = "on-abnormal"
+	RestartOnWatchdog = "on-watchdog" // only after the watchdog fired
+)
+
+// Kill modes (systemd's KillMode=): who gets the stop signal.
+const (
+	KillControlGroup = "control-group" // every process of the service
+	KillMixed        = "mixed"         // the main process; the rest SIGKILL once it ended or at stop_timeout
 )
 
 // Readiness kinds.
@@ -156,6 +165,14 @@ type Service struct {
 	// ReloadSignal is what initctl reload sends the main process (default SIGHUP).
 	ReloadSignal string   `toml:"reload_signal"`
 	StopTimeout  Duration `toml:"stop_timeout"`
+	KillMode     string   `toml:"kill_mode"` // control-group (default) or mixed
+	// WatchdogSignal is sent when the watchdog fires (default SIGABRT, so it can dump core);
+	// SIGKILL follows after stop_timeout.
+	WatchdogSignal string `toml:"watchdog_signal"`
+	// SuccessExitStatus: exit statuses besides 0 that count as success (lighttpd's clean stop
+	// exits 1). RestartPreventExitStatus: exit statuses after which it is never restarted.
+	SuccessExitStatus        []int `toml:"success_exit_status"`
+	RestartPreventExitStatus []int `toml:"restart_prevent_exit_status"`
 
 	MemoryMax string `toml:"memory_max"` // cgroup memory.max, e.g. "64M" or "max"
 	PidsMax   int    `toml:"pids_max"`   // cgroup pids.max
@@ -227,6 +244,7 @@ const (
 	DefaultRestartWindow   = 10 * time.Second
 	DefaultStopSignal      = "SIGTERM"
 	DefaultReloadSignal    = "SIGHUP"
+	DefaultWatchdogSignal  = "SIGABRT"
 	DefaultUpgradeTimeout  = 30 * time.Second
 	DefaultUpgradeSettle   = time.Second
 	DefaultBacklog         = 4096
@@ -377,6 +395,12 @@ func (s *Service) ApplyDefaults() {
 	}
 	if s.ReloadSignal == "" {
 		s.ReloadSignal = DefaultReloadSignal
+	}
+	if s.WatchdogSignal == "" {
+		s.WatchdogSignal = DefaultWatchdogSignal
+	}
+	if s.KillMode == "" {
+		s.KillMode = KillControlGroup
 	}
 	if s.RestartLimit == 0 {
 		s.RestartLimit = DefaultRestartLimit

@@ -40,6 +40,22 @@ func validateType(k string, s Service) []problem {
 	if _, ok := SignalByName(s.ReloadSignal); !ok {
 		add(k+".reload_signal", "%s is not a signal name (e.g. SIGHUP, SIGUSR1)", quote(s.ReloadSignal))
 	}
+	if _, ok := SignalByName(s.WatchdogSignal); !ok {
+		add(k+".watchdog_signal", "%s is not a signal name (e.g. SIGABRT, SIGKILL)", quote(s.WatchdogSignal))
+	}
+	if s.KillMode != KillControlGroup && s.KillMode != KillMixed {
+		add(k+".kill_mode", "%s is not a kill mode (control-group or mixed)", quote(s.KillMode))
+	}
+	for _, l := range []struct {
+		key  string
+		list []int
+	}{{"success_exit_status", s.SuccessExitStatus}, {"restart_prevent_exit_status", s.RestartPreventExitStatus}} {
+		for _, n := range l.list {
+			if n < 0 || n > 255 {
+				add(k+"."+l.key, "%d is not an exit status (0-255)", n)
+			}
+		}
+	}
 	if s.Type != TypeSimple {
 		// An upgrade runs two versions side by side on held sockets; a watchdog and the fd
 		// store need the notify socket of a process baton started: all are simple's.

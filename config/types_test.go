@@ -21,6 +21,10 @@ func TestServiceTypes(t *testing.T) {
 		{"pid_file with simple", "pid_file = \"/run/a.pid\"\nexec = [\"/bin/a\"]", `pid_file applies to type = "forking" only`},
 		{"remain_after_exit with simple", "remain_after_exit = true\nexec = [\"/bin/a\"]", `x.toml:3: service[0].remain_after_exit`},
 		{"unknown type", "type = \"notify\"\nexec = [\"/bin/a\"]", `x.toml:3: service[0].type: service "a": "notify" is not a service type`},
+		{"systemd's policies", "restart = \"on-abnormal\"\nkill_mode = \"mixed\"\nsuccess_exit_status = [1]\nrestart_prevent_exit_status = [3]\nwatchdog_signal = \"SIGKILL\"\nexec = [\"/bin/a\"]", ""},
+		{"bad kill_mode", "kill_mode = \"process\"\nexec = [\"/bin/a\"]", `x.toml:3: service[0].kill_mode: service "a": "process" is not a kill mode`},
+		{"bad watchdog_signal", "watchdog_signal = \"SIGNOPE\"\nexec = [\"/bin/a\"]", `x.toml:3: service[0].watchdog_signal`},
+		{"bad exit status", "success_exit_status = [256]\nexec = [\"/bin/a\"]", `x.toml:3: service[0].success_exit_status: service "a": 256 is not an exit status`},
 		{"oneshot restart always", "type = \"oneshot\"\nrestart = \"always\"\nexec = [\"/bin/a\"]", `x.toml:4: service[0].restart`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

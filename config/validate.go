@@ -135,9 +135,9 @@ func (c *Config) validateServices() []problem {
 			}
 		}
 		switch s.Restart {
-		case RestartAlways, RestartOnFailure, RestartNever:
+		case RestartAlways, RestartOnFailure, RestartNever, RestartOnAbnormal, RestartOnWatchdog:
 		default:
-			add(k+".restart", "service %s: %s is not a restart policy (always, on-failure or never)", quote(s.Name), quote(s.Restart))
+			add(k+".restart", "service %s: %s is not a restart policy (always, on-failure, on-abnormal, on-watchdog or never)", quote(s.Name), quote(s.Restart))
 		}
 		switch {
 		case s.Type != TypeSimple: // validateType

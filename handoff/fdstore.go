@@ -31,9 +31,10 @@ type FDStore struct {
 // Fds are kept as numbers, never as *os.File: File.Fd() would switch a service's non-blocking
 // socket to blocking mode for every process sharing it.
 type storeEntry struct {
-	name string
-	fd   int
-	poll bool
+	name     string
+	fd       int
+	poll     bool
+	dev, ino uint64 // what it is: a service storing the same memfd after each restart sends a new fd for it each time
 }
 
 // StoredFD describes a stored fd for status output.
@@ -68,14 +69,24 @@ func (s *FDStore) Add(name string, fds []int, poll bool) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	room := s.max - len(s.entries)
 	var refused []int
 	for i, fd := range fds {
-		if i >= room || s.closed {
+		// An fd for a file already held (same st_dev and st_ino, as systemd compares them)
+		// is not stored twice: the copy is closed.
+		e := &storeEntry{name: name, fd: fd, poll: poll}
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil {
+			e.dev, e.ino = st.Dev, st.Ino
+			if s.holds(e) {
+				unix.Close(fd)
+				continue
+			}
+		}
+		if len(s.entries) >= s.max || s.closed {
 			refused = fds[i:]
 			break
 		}
-		s.entries = append(s.entries, &storeEntry{name: name, fd: fd, poll: poll})
+		s.entries = append(s.entries, e)
 	}
 	s.wake()
 	if len(refused) > 0 {
@@ -83,6 +94,15 @@ func (s *FDStore) Add(name string, fds []int, poll bool) error {
 		return fmt.Errorf("fd store full (fdstore_max = %d): %d fd(s) named %q refused", s.max, len(refused), name)
 	}
 	return nil
+}
+
+func (s *FDStore) holds(e *storeEntry) bool {
+	for _, x := range s.entries {
+		if x.ino != 0 && x.dev == e.dev && x.ino == e.ino {
+			return true
+		}
+	}
+	return false
 }
 
 // Remove drops every fd stored under name and returns how many there were.

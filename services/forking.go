@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -82,7 +83,7 @@ func pollPidFile(s *Service, _ request) {
 	err = fmt.Errorf("no running daemon in pid_file within start_timeout %s: %w", s.spec().StartTimeout, err)
 	s.log.Error("not ready in time", "err", err)
 	s.killCgroup()
-	s.st.lastErr = err
+	s.st.lastErr, s.st.lastEnd = err, howEnded{endTimeout, -1}
 	s.outcome(err)
 	s.restartOrEnd(true)
 }
@@ -173,8 +174,5 @@ func (s *Service) removePidFile(pid int) {
 
 // exitOK reports an exit that counts as success: status 0 or one of success_exit_status.
 func (s *Service) exitOK(e system.Exit) bool {
-	if e.Success() {
-		return true
-	}
-	return false
+	return e.Success() || (e.Status.Exited() && slices.Contains(s.spec().SuccessExitStatus, e.Status.ExitStatus()))
 }

@@ -60,6 +60,24 @@ const (
 	byWatchdog           // no WATCHDOG=1 in time
 )
 
+// howEnded is how the main process's last run ended, as the restart policies tell it apart
+// (systemd's table of Restart= against exit causes).
+type howEnded struct {
+	kind   endKind
+	status int // the exit status when it exited; -1 otherwise
+}
+
+type endKind int
+
+const (
+	endClean    endKind = iota // status 0 or a success_exit_status
+	endStatus                  // another exit status
+	endSignal                  // killed by a signal (not by baton's timeouts)
+	endTimeout                 // baton killed it: start_timeout, or pid_file never named a daemon
+	endWatchdog                // baton killed it: the watchdog fired
+	endNoStart                 // it could not be started
+)
+
 // state is everything the loop knows about its service. Only the loop reads or writes it.
 type state struct {
 	phase phase
@@ -101,6 +119,7 @@ type state struct {
 	restarts      int
 	upgrades      int
 	lastExit      *system.Exit
+	lastEnd       howEnded // for the restart policy
 	lastErr       error
 	statusMsg     string // the service's own STATUS=
 	mainPid       int    // MAINPID= as the service reported it

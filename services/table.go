@@ -3,6 +3,7 @@ package services
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -147,7 +148,7 @@ func beginStop(s *Service, req request) {
 	}
 	sig, _ := config.SignalByName(s.spec().StopSignal)
 	for _, g := range s.st.gens {
-		s.signalTree(g, sig, true)
+		s.stopSignal(g, sig)
 	}
 	s.st.killed, s.st.selfStopping = false, false
 	s.enter(pStopping, time.Now().Add(s.spec().StopTimeout.Duration))
@@ -234,13 +235,37 @@ func startTimedOut(s *Service, _ request) {
 	killGroup(g)
 }
 
+// watchdogFired: watchdog_signal (SIGABRT by default, so a hung service can dump core), as
+// the stop signal goes (kill_mode); SIGKILL when it is still there after stop_timeout.
 func watchdogFired(s *Service, _ request) {
 	g := s.st.cur
-	g.killedFor = fmt.Sprintf("watchdog: no WATCHDOG=1 for %s; killed", s.st.wdInterval)
-	s.log.Error("watchdog timeout", "interval", s.st.wdInterval)
+	if g.killedBy == byWatchdog {
+		s.log.Warn("still running after the watchdog signal; killing it", "stop_timeout", s.spec().StopTimeout)
+		killGroup(g)
+		s.killCgroup()
+		s.st.deadline = time.Time{}
+		return
+	}
+	sig, _ := config.SignalByName(s.spec().WatchdogSignal)
+	g.killedFor, g.killedBy = fmt.Sprintf("watchdog: no WATCHDOG=1 for %s; sent %s", s.st.wdInterval, unix.SignalName(sig)), byWatchdog
+	s.log.Error("watchdog timeout", "interval", s.st.wdInterval, "signal", unix.SignalName(sig))
 	s.st.lastErr = errors.New(g.killedFor)
-	s.st.deadline = time.Time{}
-	killGroup(g)
+	s.stopSignal(g, sig)
+	s.st.deadline = time.Now().Add(s.spec().StopTimeout.Duration)
+}
+
+// stopSignal sends a stop (or watchdog) signal as kill_mode says: to every process of the
+// generation, or (mixed) to its main process only — the rest get SIGKILL once it ended
+// (reaped) or at stop_timeout.
+func (s *Service) stopSignal(g *generation, sig unix.Signal) {
+	if s.spec().KillMode != config.KillMixed {
+		s.signalTree(g, sig, true)
+		return
+	}
+	if !g.ended {
+		_ = unix.Kill(g.pid, sig)
+		_ = unix.Kill(g.pid, unix.SIGCONT)
+	}
 }
 
 func stopTimedOut(s *Service, _ request) {
@@ -282,14 +307,42 @@ func (s *Service) restartOrEnd(failed bool) {
 }
 
 func (s *Service) shouldRestart(failed bool) bool {
+	end := s.st.lastEnd
+	if end.status >= 0 && slices.Contains(s.spec().RestartPreventExitStatus, end.status) {
+		return false
+	}
 	switch s.spec().Restart {
 	case config.RestartAlways:
 		return true
 	case config.RestartOnFailure:
 		return failed
+	case config.RestartOnAbnormal:
+		return end.kind == endSignal || end.kind == endTimeout || end.kind == endWatchdog
+	case config.RestartOnWatchdog:
+		return end.kind == endWatchdog
 	default:
 		return false
 	}
+}
+
+// howItEnded classifies a generation's end for the restart policy.
+func (s *Service) howItEnded(g *generation) howEnded {
+	e := g.exit
+	status := -1
+	if e.Status.Exited() {
+		status = e.Status.ExitStatus()
+	}
+	switch {
+	case g.killedBy == byWatchdog:
+		return howEnded{endWatchdog, status}
+	case g.killedBy == byTimeout:
+		return howEnded{endTimeout, status}
+	case s.exitOK(e):
+		return howEnded{endClean, status}
+	case e.Status.Signaled():
+		return howEnded{endSignal, -1}
+	}
+	return howEnded{endStatus, status}
 }
 
 // overRestartLimit records a restart and reports whether there were more than the limit
@@ -325,7 +378,7 @@ func (s *Service) run() {
 		return
 	}
 	if err != nil {
-		s.st.lastErr = err
+		s.st.lastErr, s.st.lastEnd = err, howEnded{endNoStart, -1}
 		s.log.Error("start failed", "err", err)
 		s.outcome(err)
 		s.restartOrEnd(true)
@@ -352,8 +405,12 @@ func (s *Service) markReady() {
 	s.outcome(nil)
 }
 
-// armWatchdog sets the running phase's deadline: the next WATCHDOG=1 is due by then.
+// armWatchdog sets the running phase's deadline: the next WATCHDOG=1 is due by then (not
+// once it fired: the deadline is then the SIGKILL's).
 func (s *Service) armWatchdog() {
+	if g := s.st.cur; g != nil && g.killedBy == byWatchdog {
+		return
+	}
 	if s.st.phase == pRunning && s.st.wdInterval > 0 {
 		s.st.deadline = time.Now().Add(s.st.wdInterval)
 	}
@@ -363,6 +420,7 @@ func (s *Service) armWatchdog() {
 func (s *Service) endCur() {
 	g := s.st.cur
 	s.st.lastExit = &g.exit
+	s.st.lastEnd = s.howItEnded(g)
 	s.st.cur, s.st.selfStopping = nil, false
 }
 

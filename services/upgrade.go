@@ -91,6 +91,7 @@ func (s *Service) upgradeEvent(ev upEvent) {
 const (
 	ctlHandoff = "HANDOFF"
 	ctlAck     = "ACK"
+	ctlHello   = "HELLO" // handoff/client's first message: it reads the channel
 	ackTimeout = time.Second
 )
 
@@ -176,6 +177,14 @@ func swapIn(s *Service) {
 	s.log.Info("upgrade: new version ready; stopping the old one", "old_pid", old.pid, "new_pid", g.pid,
 		"ready_after", up.rep.ReadyAfter.Round(time.Millisecond))
 	up.drainAt = time.Now()
+	if !saidHello(old.ctl) {
+		// Not a process of handoff/client: nothing would answer the offer, so no wait for an
+		// ACK that cannot come (ackTimeout).
+		s.log.Info("upgrade: the old version never opened its control channel; stopping it now", "old_pid", old.pid)
+		closeFd(&up.oldEnd)
+		drainOld(s)
+		return
+	}
 	err := unix.Sendmsg(old.ctl, []byte(ctlHandoff), unix.UnixRights(up.oldEnd), nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 	closeFd(&up.oldEnd)
 	if err != nil {
@@ -189,6 +198,19 @@ func swapIn(s *Service) {
 	}
 	up.step, up.deadline = uOffered, time.Now().Add(ackTimeout)
 	go s.awaitAck(old, ctl)
+}
+
+// saidHello reads what a generation sent on its control channel so far (never blocking) and
+// reports whether it announced itself.
+func saidHello(ctl int) bool {
+	buf, hello := make([]byte, 16), false
+	for {
+		n, _, err := unix.Recvfrom(ctl, buf, unix.MSG_DONTWAIT)
+		if err != nil || n == 0 {
+			return hello
+		}
+		hello = hello || string(buf[:n]) == ctlHello
+	}
 }
 
 // awaitAck waits (outside the loop, on its own copy of the control channel) for the old
@@ -209,7 +231,11 @@ func (s *Service) awaitAck(g *generation, ctl int) {
 func drainOld(s *Service) {
 	up := s.st.up
 	sig, _ := config.SignalByName(s.spec().StopSignal)
-	s.signalTree(up.old, sig, false)
+	if s.spec().KillMode == config.KillMixed {
+		_ = unix.Kill(up.old.pid, sig) // the rest once it ended (reaped)
+	} else {
+		s.signalTree(up.old, sig, false)
+	}
 	up.step, up.deadline, up.drainAt = uDraining, time.Now().Add(s.spec().StopTimeout.Duration), time.Now()
 }
 
@@ -265,7 +291,8 @@ func upgradeFailed(s *Service) {
 	s.answer(up.reply, reply{upgrade: up.rep, err: fmt.Errorf("new version (pid %d) killed: %s; %s",
 		up.rep.NewPid, up.reason, serving)})
 	if up.oldExit != nil && s.st.phase == pStarting && s.st.cur == nil {
-		failed := !up.oldExit.Success()
+		failed := !s.exitOK(*up.oldExit)
+		s.st.lastEnd = s.howItEnded(&generation{exit: *up.oldExit})
 		if failed {
 			s.st.lastErr = fmt.Errorf("%s", up.oldExit)
 		}

@@ -36,6 +36,9 @@ func startControl() {
 		}
 		os.Unsetenv("BATON_CTL_FD")
 		unix.CloseOnExec(fd)
+		// Tell baton this process reads its control channel: an upgrade offers it the
+		// handoff and waits for its ACK; one that never said HELLO is told to stop at once.
+		_, _ = unix.Write(fd, []byte("HELLO"))
 		go func() {
 			buf, oob := make([]byte, 64), make([]byte, unix.CmsgSpace(4))
 			for {
