@@ -228,21 +228,38 @@ func TestQEMUUpdatePanicFirmware(t *testing.T) {
 	generic, modules := kernel(t, "amd64")
 	_, disk := testImage(t, modules)
 	bad := panicImage(t)
+	v2 := updateImage(t, modules, "v2.img", webBinary(t, "test2"))
 	vm := Boot(t, BootOptions{Disk: disk, Reboot: true, Forward: []int{webPort, controlPort}})
 	vm.WaitFor(`baton: all services started`, bootTimeout)
+	// A services-only update, then a reboot through the firmware: it boots the updated slot.
+	if out, code := vm.Initctl(t, "update", "--kernel", generic, "--initrd", v2); code != 0 {
+		t.Fatalf("in-place update: exit %d\n%s", code, out)
+	}
+	if out, code := vm.Initctl(t, "reboot"); code != 0 {
+		t.Fatalf("reboot: exit %d\n%s", code, out)
+	}
+	vm.WaitFor(`shutdown complete action=reboot`, 60*time.Second)
+	vm.WaitFor(`Linux version`, bootTimeout)
+	vm.WaitFor(`baton: all services started`, bootTimeout)
+	if got := vm.Get(t, webPort, "/"); !strings.Contains(got, "test2") {
+		t.Errorf("after a firmware reboot web answers %q, want the updated version", got)
+	}
+	if out, _ := vm.Initctl(t, "update", "--status"); !slotIs(out, "b", "confirmed, firmware default") || !strings.Contains(out, "(slot b)") {
+		t.Errorf("after a firmware reboot:\n%s", out)
+	}
 	out, code := vm.Initctl(t, "update", "--kernel", generic, "--initrd", bad, "--timeout", "5m")
 	if code != 1 || !strings.Contains(out, "rolled back") || !strings.Contains(out, "did not confirm it") {
 		t.Fatalf("update to an image that panics: exit %d\n%s", code, out)
 	}
 	console := strings.Join(vm.Console(), "\n")
-	if !strings.Contains(console, "Kernel panic") || strings.Count(console, "Linux version") < 3 {
+	if !strings.Contains(console, "Kernel panic") || strings.Count(console, "Linux version") < 4 {
 		t.Errorf("no panic then firmware boot seen on the console (Linux version ×%d)", strings.Count(console, "Linux version"))
 	}
 	out, _ = vm.Initctl(t, "update", "--status")
-	if !slotIs(out, "a", "confirmed, firmware default") || !strings.Contains(out, "(slot a)") || !strings.Contains(out, "rolled-back") {
+	if !slotIs(out, "b", "confirmed, firmware default") || !strings.Contains(out, "(slot b)") || !strings.Contains(out, "rolled-back") {
 		t.Errorf("status after the firmware brought the confirmed slot back:\n%s", out)
 	}
-	if got := vm.Get(t, webPort, "/"); !strings.Contains(got, "hello") {
+	if got := vm.Get(t, webPort, "/"); !strings.Contains(got, "test2") {
 		t.Errorf("web after the rollback: %q", got)
 	}
 }
