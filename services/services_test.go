@@ -109,28 +109,40 @@ func TestStartOrderFollowsAfter(t *testing.T) {
 	}
 }
 
-// restartDelays keeps the delay of each "restarting" line the supervisor logs.
-type restartDelays struct {
-	mu sync.Mutex
-	in []time.Duration
+// logRecorder keeps what the supervisor logs, for tests that check what it decided rather
+// than how long it took.
+type logRecorder struct {
+	mu   sync.Mutex
+	recs []slog.Record
 }
 
-func (r *restartDelays) Enabled(context.Context, slog.Level) bool { return true }
-func (r *restartDelays) WithAttrs([]slog.Attr) slog.Handler       { return r }
-func (r *restartDelays) WithGroup(string) slog.Handler            { return r }
-func (r *restartDelays) Handle(_ context.Context, rec slog.Record) error {
-	if rec.Message != "restarting" {
-		return nil
-	}
-	rec.Attrs(func(a slog.Attr) bool {
-		if a.Key == "in" && a.Value.Kind() == slog.KindDuration {
-			r.mu.Lock()
-			r.in = append(r.in, a.Value.Duration())
-			r.mu.Unlock()
-		}
-		return true
-	})
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *logRecorder) WithGroup(string) slog.Handler            { return r }
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	r.recs = append(r.recs, rec.Clone())
+	r.mu.Unlock()
 	return nil
+}
+
+// values returns attribute key of every record with message msg.
+func (r *logRecorder) values(msg, key string) []slog.Value {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []slog.Value
+	for _, rec := range r.recs {
+		if rec.Message != msg {
+			continue
+		}
+		rec.Attrs(func(a slog.Attr) bool {
+			if a.Key == key {
+				out = append(out, a.Value)
+			}
+			return true
+		})
+	}
+	return out
 }
 
 // The delays the supervisor chose are checked exactly (from its log: doubling, then the cap),
@@ -139,8 +151,8 @@ func (r *restartDelays) Handle(_ context.Context, rec slog.Record) error {
 // upper bound was there to show.
 func TestRestartBackoffGrowsAndIsCapped(t *testing.T) {
 	stamps := filepath.Join(t.TempDir(), "starts")
-	delays := &restartDelays{}
-	sv := supervisorLog(t, slog.New(delays), config.Service{Name: "crash", Restart: config.RestartOnFailure, RestartLimit: 100,
+	log := &logRecorder{}
+	sv := supervisorLog(t, slog.New(log), config.Service{Name: "crash", Restart: config.RestartOnFailure, RestartLimit: 100,
 		RestartDelay: dur(100 * time.Millisecond), RestartDelayMax: dur(400 * time.Millisecond),
 		Exec: sh("date +%s%N >> " + stamps + "; exit 3")})
 	sv.StartAll()
@@ -161,9 +173,10 @@ func TestRestartBackoffGrowsAndIsCapped(t *testing.T) {
 	if len(starts) < 6 {
 		t.Fatalf("%d starts recorded, want ≥ 6", len(starts))
 	}
-	delays.mu.Lock()
-	chosen := append([]time.Duration(nil), delays.in...)
-	delays.mu.Unlock()
+	var chosen []time.Duration
+	for _, v := range log.values("restarting", "in") {
+		chosen = append(chosen, v.Duration())
+	}
 	want := []time.Duration{100, 200, 400, 400, 400} // ms: doubling, then the cap
 	if len(chosen) < len(want) {
 		t.Fatalf("%d restart delays logged (%v), want ≥ %d", len(chosen), chosen, len(want))
