@@ -19,6 +19,9 @@ func (c *Config) checkAccounts(acct Accounts) []problem {
 		}
 		check(k+".user", s.User, acct.User)
 		check(k+".group", s.Group, acct.Group)
+		for _, g := range s.SupplementaryGroups {
+			check(k+".supplementary_groups", g, acct.Group)
+		}
 		for j, so := range s.Socket {
 			sk := fmt.Sprintf("%s.socket[%d]", k, j)
 			check(sk+".owner", so.Owner, acct.User)

@@ -141,6 +141,19 @@ type Service struct {
 	User  string   `toml:"user"`  // name or numeric uid; empty: root
 	Group string   `toml:"group"` // name or numeric gid; empty: the user's primary group
 
+	// EnvironmentFile: KEY=value files read at each start, after env (their values win); a
+	// "-" prefix makes a missing file no error.
+	EnvironmentFile []string `toml:"environment_file"`
+	// Set between fork and exec by the baton-exec shim: file mode mask (octal), supplementary
+	// groups (names or gids), resource limits ("N", "soft:hard" or "infinity") and
+	// PR_SET_NO_NEW_PRIVS.
+	UMask               string   `toml:"umask"`
+	SupplementaryGroups []string `toml:"supplementary_groups"`
+	LimitNOFILE         string   `toml:"limit_nofile"`
+	LimitNPROC          string   `toml:"limit_nproc"`
+	LimitCORE           string   `toml:"limit_core"`
+	NoNewPrivileges     bool     `toml:"no_new_privileges"`
+
 	Restart         string   `toml:"restart"`
 	RestartDelay    Duration `toml:"restart_delay"`     // first backoff delay
 	RestartDelayMax Duration `toml:"restart_delay_max"` // backoff cap

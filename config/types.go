@@ -56,6 +56,7 @@ func validateType(k string, s Service) []problem {
 			}
 		}
 	}
+	ps = append(ps, validateExec(k, s)...)
 	if s.Type != TypeSimple {
 		// An upgrade runs two versions side by side on held sockets; a watchdog and the fd
 		// store need the notify socket of a process baton started: all are simple's.

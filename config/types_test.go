@@ -25,6 +25,10 @@ func TestServiceTypes(t *testing.T) {
 		{"bad kill_mode", "kill_mode = \"process\"\nexec = [\"/bin/a\"]", `x.toml:3: service[0].kill_mode: service "a": "process" is not a kill mode`},
 		{"bad watchdog_signal", "watchdog_signal = \"SIGNOPE\"\nexec = [\"/bin/a\"]", `x.toml:3: service[0].watchdog_signal`},
 		{"bad exit status", "success_exit_status = [256]\nexec = [\"/bin/a\"]", `x.toml:3: service[0].success_exit_status: service "a": 256 is not an exit status`},
+		{"exec settings", "environment_file = [\"-/etc/default/a\", \"/etc/a.env\"]\numask = \"0027\"\nsupplementary_groups = [\"4\"]\nlimit_nofile = \"1024:4096\"\nlimit_nproc = \"infinity\"\nlimit_core = \"0\"\nno_new_privileges = true\nexec = [\"/bin/a\"]", ""},
+		{"bad umask", "umask = \"999\"\nexec = [\"/bin/a\"]", `x.toml:3: service[0].umask`},
+		{"bad limit", "limit_nofile = \"4096:1024\"\nexec = [\"/bin/a\"]", `x.toml:3: service[0].limit_nofile: service "a": soft limit "4096:1024" above the hard one`},
+		{"relative environment_file", "environment_file = [\"-a.env\"]\nexec = [\"/bin/a\"]", `x.toml:3: service[0].environment_file`},
 		{"oneshot restart always", "type = \"oneshot\"\nrestart = \"always\"\nexec = [\"/bin/a\"]", `x.toml:4: service[0].restart`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -48,7 +48,11 @@ func ShimMain(args []string) int {
 		return 2
 	}
 	pid := strconv.Itoa(os.Getpid())
-	env := os.Environ()
+	env, err := execSetup(os.Environ())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "baton-exec: %s: %v\n", args[0], err)
+		return 126
+	}
 	for i, kv := range env {
 		switch {
 		case strings.HasPrefix(kv, "LISTEN_PID="):
@@ -57,7 +61,7 @@ func ShimMain(args []string) int {
 			env[i] = "WATCHDOG_PID=" + pid
 		}
 	}
-	err := unix.Exec(args[0], args, env)
+	err = unix.Exec(args[0], args, env)
 	fmt.Fprintf(os.Stderr, "baton-exec: exec %s: %v\n", args[0], err)
 	return 127
 }

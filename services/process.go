@@ -48,6 +48,11 @@ func (s *Service) spawn(spec *config.Service, execPath string, handoffFd int) (*
 		env = append(env, "NOTIFY_SOCKET="+s.notify.Path)
 	}
 	env = append(env, spec.Env...)
+	fileEnv, err := readEnvFiles(spec)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
+	}
+	env = mergeEnv(append(env, fileEnv...))
 	env = append(env, handoff.PassEnv(passed)...)
 
 	devnull, err := os.Open(os.DevNull)
@@ -72,9 +77,14 @@ func (s *Service) spawn(spec *config.Service, execPath string, handoffFd int) (*
 	}
 
 	path, argv := execPath, append([]string{execPath}, spec.Exec[1:]...)
-	if len(passed) > 0 || s.st.wdInterval > 0 {
-		// LISTEN_PID must be the service's own pid: the shim sets it, then execs the service.
+	cred := id.cred
+	if len(passed) > 0 || s.st.wdInterval > 0 || spec.NeedsShim() {
+		// LISTEN_PID must be the service's own pid, limits and the umask are set between
+		// fork and exec: the shim does it, then execs the service.
 		path, argv = s.env.shim, append([]string{"baton-exec"}, argv...)
+		if spec.NeedsShim() {
+			env, cred = append(env, shimEnv(spec, id)...), nil
+		}
 		if len(passed) > 0 {
 			env = append(env, "LISTEN_PID=0")
 		}
@@ -85,7 +95,7 @@ func (s *Service) spawn(spec *config.Service, execPath string, handoffFd int) (*
 	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: env, Files: fds,
 		// A session of its own (so a process group of its own, and no controlling terminal):
 		// a stop reaches the children it started too.
-		Sys: &syscall.SysProcAttr{Setsid: true, Credential: id.cred}}
+		Sys: &syscall.SysProcAttr{Setsid: true, Credential: cred}}
 	if attr.Dir == "" {
 		attr.Dir = "/"
 	}
