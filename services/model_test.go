@@ -184,6 +184,15 @@ var modelOps = []struct {
 	{"kill -9", 12, func(m *model) { m.signal(unix.SIGKILL) }},
 	{"ready", 10, func(m *model) { m.command("ready") }},
 	{"stopping", 3, func(m *model) { m.command("stopping") }},
+	// Reload (pReloading): the signal (the model service ignores SIGHUP) and RELOADING=1; the
+	// next "ready" ends it, else start_timeout does and the reload fails.
+	{"reload", 4, func(m *model) {
+		m.call("reload", m.async(10, false), func() error { return m.sv.ReloadService("model") })
+	}},
+	{"reloading", 2, func(m *model) { m.command("reloading") }},
+	{"kill -CONT", 1, func(m *model) {
+		m.call("kill", false, func() error { return m.sv.Kill("model", unix.SIGCONT, m.rng.IntN(2) == 0) })
+	}},
 	{"watchdog", 6, func(m *model) { m.command("watchdog") }},
 	{"exit", 3, func(m *model) { m.command("exit " + strconv.Itoa(m.rng.IntN(3))) }},
 	{"crash", 3, func(m *model) { m.command("crash") }},
@@ -531,7 +540,7 @@ func knownPids(st Status) []int {
 
 func statusInvariants(st Status) string {
 	switch st.State {
-	case Stopped, Starting, Running, Stopping, Failed:
+	case Stopped, Starting, Running, Stopping, Failed, Reloading:
 	default:
 		return fmt.Sprintf("unknown state %q (%s)", st.State, modelStatus(st))
 	}
@@ -626,6 +635,7 @@ func modelService() {
 	dir := os.Getenv("MODEL_DIR")
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, unix.SIGTERM)
+	signal.Ignore(unix.SIGHUP) // initctl reload's signal; RELOADING=1 comes as a command
 	if err := exec.Command("sleep", "1000").Start(); err != nil {
 		fmt.Println("model: child:", err)
 	}
@@ -673,6 +683,8 @@ func modelCommand(cmd []string) {
 		client.Ready()
 	case "stopping":
 		client.Stopping()
+	case "reloading":
+		client.Notify("RELOADING=1")
 	case "watchdog":
 		client.Watchdog()
 	case "ignore-term":
