@@ -69,6 +69,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/system/{action}", s.power)
 	mux.HandleFunc("POST /v1/system/kexec", s.kexec)
 	mux.HandleFunc("GET /v1/boot", s.boot)
+	mux.HandleFunc("GET /metrics", s.metrics)
 	mux.HandleFunc("POST /v1/reload-config", s.reloadConfig)
 	s.updateRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

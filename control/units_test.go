@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -112,5 +113,41 @@ func TestInitctlSystemctlCommands(t *testing.T) {
 	}
 	if out, code := initctlRun(sock, "kill", "web", "--signal", "SIGKILL"); code != 0 {
 		t.Errorf("kill: %d %s", code, out)
+	}
+}
+
+func TestMetricsInPrometheusTextFormat(t *testing.T) {
+	sock := serveUnits(t)
+	resp, err := NewLocal(sock).hc.Get("http://baton/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	body := string(b)
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Errorf("content type %q", ct)
+	}
+	for _, want := range []string{
+		`baton_service_state{service="web",state="running"} 1`,
+		`baton_service_state{service="web",state="failed"} 0`,
+		`baton_service_state{service="broken",state="failed"} 1`,
+		"# TYPE baton_service_restarts_total counter",
+		`baton_service_restarts_total{service="db"} 0`,
+		`baton_service_fdstore_max{service="web"} 0`,
+		`baton_service_notify_dropped_total{service="web"} 0`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("no line %q in:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, `baton_service_uptime_seconds{service="broken"}`) {
+		t.Errorf("uptime for a service that does not run")
+	}
+	// Every sample line: name{labels} value.
+	for _, l := range strings.Split(strings.TrimSpace(body), "\n") {
+		if !strings.HasPrefix(l, "#") && !regexp.MustCompile(`^baton_[a-z_]+\{[^}]*\} [0-9.e+-]+$`).MatchString(l) {
+			t.Errorf("not a sample line: %q", l)
+		}
 	}
 }
