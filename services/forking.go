@@ -41,6 +41,7 @@ func starterExited(s *Service, _ request) {
 	if forking && (g.killedFor != "" || !g.exit.Success()) {
 		killGroup(g) // reaped spared them: a daemon may share the starter's group or cgroup
 		s.killCgroup()
+		s.killPidFileDaemon()
 	}
 	if g.killedFor != "" || !s.exitOK(g.exit) {
 		exitStarting(s, request{})
@@ -83,6 +84,7 @@ func pollPidFile(s *Service, _ request) {
 	err = fmt.Errorf("no running daemon in pid_file within start_timeout %s: %w", s.spec().StartTimeout, err)
 	s.log.Error("not ready in time", "err", err)
 	s.killCgroup()
+	s.killPidFileDaemon()
 	s.st.lastErr, s.st.lastEnd = err, howEnded{endTimeout, -1}
 	s.outcome(err)
 	s.restartOrEnd(true)
@@ -128,6 +130,7 @@ func stopPidWait(s *Service, req request) {
 	if _, err := s.adoptMain(); err != nil {
 		s.log.Warn("stopped before pid_file named the daemon", "err", err)
 		s.killCgroup()
+		s.killPidFileDaemon()
 	}
 	beginStop(s, req)
 }
@@ -153,6 +156,26 @@ func starterStopped(s *Service, _ request) {
 	}
 	if len(s.st.gens) == 0 {
 		s.killCgroup()
+	}
+}
+
+// killPidFileDaemon SIGKILLs the daemon pid_file names when the start failed: without a
+// cgroup nothing else reaches it (it left the starter's group). Only a child of baton.
+func (s *Service) killPidFileDaemon() {
+	b, err := os.ReadFile(s.spec().PIDFile)
+	if err != nil {
+		return
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	pid, err := strconv.Atoi(string(bytes.TrimSpace(line)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	if st, err := system.ReadProcStat(pid); err == nil && st.PPid == os.Getpid() && st.State != 'Z' {
+		d := &generation{pid: pid, adopted: true}
+		d.followGroup()
+		s.log.Warn("killing the daemon of a failed start", "pid", pid)
+		killGroup(d)
 	}
 }
 

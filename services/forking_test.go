@@ -73,7 +73,9 @@ func TestForkingFailures(t *testing.T) {
 		name, want string
 		exec       func(pidFile string) []string
 	}{
-		{"starter fails", "exited with status 3", func(p string) []string { return forkingScript(p, "0", 3) }},
+		{"starter fails", "exited with status 3", func(p string) []string {
+			return sh(`setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > ` + p + `; exit 3`)
+		}},
 		{"no pid file", "no running daemon in pid_file", func(string) []string { return sh("exit 0") }},
 		{"pid of a stranger", "not a child of baton", func(p string) []string { return sh("echo " + strconv.Itoa(os.Getppid()) + " > " + p) }},
 		{"starter never exits", "still running after start_timeout", func(string) []string { return sh("sleep 1000") }},
@@ -85,6 +87,10 @@ func TestForkingFailures(t *testing.T) {
 			rep := sv.StartAll()
 			if rep[0].Err == nil || !strings.Contains(rep[0].Err.Error(), tc.want) {
 				t.Fatalf("start: %v; want an error with %q", rep[0].Err, tc.want)
+			}
+			if b, err := os.ReadFile(pidFile); err == nil && tc.name == "starter fails" {
+				pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+				waitGone(t, pid) // the daemon of a failed start is not left behind
 			}
 			if !sv.Service("d").WaitUntil(func(st Status) bool { return st.State == Failed }, 5*time.Second) {
 				t.Errorf("state %s, want failed", sv.Status("d").State)
