@@ -68,9 +68,9 @@ func (m *machine) startWatchdog() error {
 	m.watchdog = w
 	m.mu.Unlock()
 	if b, err := os.ReadFile("/sys/module/watchdog/parameters/stop_on_reboot"); err == nil && strings.TrimSpace(string(b)) != "0" {
-		m.log.Warn("the watchdog core stops the watchdog at a kexec (stop_on_reboot="+strings.TrimSpace(string(b))+
-			"): a trial boot that hangs is not caught; add watchdog.stop_on_reboot=0 to the kernel command line",
-			system.KmsgKey, true)
+		m.log.Warn("the watchdog may be stopped at a kexec (watchdog core's stop_on_reboot="+strings.TrimSpace(string(b))+
+			", not 0: the driver decides, and most stop it), so a trial boot that hangs would not be reset;"+
+			" add watchdog.stop_on_reboot=0 to the kernel command line", system.KmsgKey, true)
 	}
 	go w.run()
 	m.log.Info("watchdog armed", "device", w.dev, "timeout", w.timeout, "pet_every", w.timeout/3, system.KmsgKey, true)
@@ -99,7 +99,9 @@ func openWatchdog(log *slog.Logger, dev string, timeout time.Duration) (*watchdo
 		got = secs // the driver cannot say: trust the request
 	}
 	w.timeout = time.Duration(got) * time.Second
-	return w, w.pet()
+	// Opened is armed: from here on it must be petted even if this first pet fails (pet logs).
+	_ = w.pet()
+	return w, nil
 }
 
 // run pets the watchdog every third of its timeout, so one late round is not a reset.

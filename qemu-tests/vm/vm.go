@@ -117,6 +117,8 @@ type BootOptions struct {
 	Quiet bool
 	// RNG attaches a virtio-rng device.
 	RNG bool
+	// Devices are more QEMU -device arguments, e.g. "i6300esb" (a watchdog).
+	Devices []string
 }
 
 // Boot starts QEMU. It is stopped (killed if still running) when the test ends.
@@ -147,6 +149,9 @@ func Boot(t TB, o BootOptions) *VM {
 		// answers "entropy not ready" until then) waits for it. The images carry virtio_rng,
 		// which coldplug loads for the device.
 		args = append(args, "-device", "virtio-rng-pci")
+	}
+	for _, d := range o.Devices {
+		args = append(args, "-device", d)
 	}
 	if !o.Reboot {
 		args = append(args, "-no-reboot")
