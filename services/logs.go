@@ -142,7 +142,7 @@ func (c *console) echo(name, line string) {
 		return
 	}
 	select {
-	case c.lines <- fmt.Sprintf("[%10.6f] %s: %s\n", system.Uptime().Seconds(), name, escapeControls(line)):
+	case c.lines <- fmt.Sprintf("[%10.6f] %s: %s\n", system.Uptime().Seconds(), name, system.EscapeControls(line)):
 	default:
 		c.dropped.Add(1)
 	}

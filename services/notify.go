@@ -186,7 +186,7 @@ func (s *Service) onNotify(n notified) {
 func (s *Service) fromMain(n notified, extend time.Duration) {
 	f := n.msg.Fields
 	if v, ok := f["STATUS"]; ok {
-		s.st.statusMsg = escapeControls(v)
+		s.st.statusMsg = system.EscapeControls(v)
 	}
 	if v, ok := f["MAINPID"]; ok {
 		if pid, err := strconv.Atoi(v); err == nil && pid == n.mainPid.pid && s.generationOf(n.mainPid) == s.st.cur {
