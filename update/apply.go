@@ -199,8 +199,11 @@ func (u *Updater) confirm(failedBefore map[string]bool) string {
 	}
 	deadline := time.Now().Add(timeout)
 	ok := func(st services.Status) bool {
-		return st.State == services.Running || (st.State == services.Stopped && st.Restart == config.RestartNever &&
-			strings.Contains(st.LastExit, "status 0"))
+		switch {
+		case st.State == services.Running, st.State == services.Reloading, st.Completed: // a oneshot that ran
+			return true
+		}
+		return st.State == services.Stopped && st.Restart == config.RestartNever && strings.Contains(st.LastExit, "status 0")
 	}
 	for _, st := range u.SV.Statuses() {
 		if failedBefore[st.Name] {
