@@ -134,7 +134,7 @@ fuzz:
 	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
 qemu-test: deps
-	BATON_REQUIRE_QEMU=1 $(GO) test -count=1 -v -timeout 20m ./qemu-tests/
+	BATON_REQUIRE_QEMU=1 $(GO) test -count=1 -v -timeout 45m ./qemu-tests/
 
 test: vet unit qemu-test
 
