@@ -140,10 +140,11 @@ func TestQEMUWatchdog(t *testing.T) {
 		done <- result{out, code}
 	}()
 	_, lastPet = vm.WaitForAt(`baton: watchdog stays armed across the kexec`, 2*time.Minute)
-	_, trial := vm.WaitForAt(`Linux version`, time.Minute)
-	_, reset := vm.WaitForAt(`BdsDxe: loading`, 2*watchdogTimeout+time.Minute)
-	t.Logf("hanging trial: kernel started %s after the last pet, firmware %s after it (timeout %s)",
-		trial.Sub(lastPet).Round(time.Millisecond), reset.Sub(lastPet).Round(time.Millisecond), watchdogTimeout)
+	// Whether the trial kernel got as far as its first line before the reset depends on how
+	// loaded the host is (the jump alone can take a minute under TCG and stress): only the
+	// reset is asserted.
+	_, reset := vm.WaitForAt(`BdsDxe: loading`, 2*watchdogTimeout+2*time.Minute)
+	t.Logf("hanging trial: firmware %s after the last pet (timeout %s)", reset.Sub(lastPet).Round(time.Millisecond), watchdogTimeout)
 	r := <-done
 	if r.code != 1 || !strings.Contains(r.out, "rolled back") {
 		t.Fatalf("update to an image that hangs: exit %d\n%s", r.code, r.out)
