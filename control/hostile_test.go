@@ -231,7 +231,9 @@ func TestPostBodyDeadlineResetsOnProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	srv := &Server{SV: nil, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), BodyIdle: 300 * time.Millisecond}
+	// BodyIdle is 20 times the trickle's gap between bytes: on a loaded machine a sleep of
+	// 50 ms can take a few hundred (at 300 ms and 100 ms gaps, stress -c 2 cut a moving body).
+	srv := &Server{SV: nil, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), BodyIdle: time.Second}
 	go srv.ServeLocal(l)
 	post := func(body string, gap time.Duration, stopAfter int) (string, time.Duration) {
 		c, err := net.Dial("unix", srvSock)
@@ -249,15 +251,15 @@ func TestPostBodyDeadlineResetsOnProgress(t *testing.T) {
 		line, _ := bufio.NewReader(c).ReadString('\n')
 		return strings.TrimSpace(line), time.Since(start)
 	}
-	body := `{"kernel": "/boot/vmlinuz"}`
-	// Stalls after 3 bytes: answered (400, the body is cut) or closed soon after 300 ms.
+	body := `{"kernel": "/boot/vmlinuz"}` + strings.Repeat(" ", 73)
+	// Stalls after 3 bytes: answered (400, the body is cut) or closed soon after 1 s.
 	status, took := post(body, 10*time.Millisecond, 3)
 	if took > 5*time.Second {
 		t.Errorf("stalled body held the connection %v (%q)", took, status)
 	}
-	// Trickles one byte per 100 ms (2.7 s in all, nine times BodyIdle): read whole. The server
+	// Trickles one byte per 50 ms (5 s in all, five times BodyIdle): read whole. The server
 	// has no Kexec here, so the decoded request gets 409 "not PID 1".
-	status, took = post(body, 100*time.Millisecond, len(body))
+	status, took = post(body, 50*time.Millisecond, len(body))
 	if !strings.Contains(status, "409") {
 		t.Errorf("slow but moving body: %q after %v, want 409 (read whole)", status, took)
 	}
