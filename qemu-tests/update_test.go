@@ -33,15 +33,7 @@ func updateImage(t *testing.T, modules, name string, web string) string {
 	if _, err := img.AddManifest(generic); err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	if err := img.Write(&buf, "gzip"); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return writeImage(t, img, filepath.Join(t.TempDir(), name))
 }
 
 // webBinary builds the demo web service reporting version.
@@ -208,15 +200,7 @@ func panicImage(t *testing.T) string {
 	if _, err := img.AddManifest(""); err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	if err := img.Write(&buf, "gzip"); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "panic.img")
-	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return writeImage(t, img, filepath.Join(t.TempDir(), "panic.img"))
 }
 
 // TestQEMUUpdatePanicFirmware boots the boot disk through OVMF and ships an image whose new
@@ -262,4 +246,17 @@ func TestQEMUUpdatePanicFirmware(t *testing.T) {
 	if got := vm.Get(t, webPort, "/"); !strings.Contains(got, "test2") {
 		t.Errorf("web after the rollback: %q", got)
 	}
+}
+
+// writeImage writes img, gzip-compressed as the test image is, to path and returns path.
+func writeImage(t *testing.T, img *images.Initramfs, path string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := img.Write(&buf, "gzip"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

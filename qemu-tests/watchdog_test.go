@@ -82,15 +82,7 @@ func hangImage(t *testing.T) string {
 	if _, err := img.AddManifest(""); err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	if err := img.Write(&buf, "gzip"); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(tmp, "hang.img")
-	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return writeImage(t, img, filepath.Join(tmp, "hang.img"))
 }
 
 // TestQEMUWatchdog boots the disk through OVMF with QEMU's i6300esb watchdog and
