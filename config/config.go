@@ -153,6 +153,15 @@ type Service struct {
 	LimitNPROC          string   `toml:"limit_nproc"`
 	LimitCORE           string   `toml:"limit_core"`
 	NoNewPrivileges     bool     `toml:"no_new_privileges"`
+	// Capabilities (CAP_ names) the service keeps: raised in its ambient set, so a non-root
+	// user has them after exec, and the only ones left in its bounding set. nil: untouched;
+	// [] drops every capability, root's included.
+	Capabilities []string `toml:"capabilities"`
+
+	// ExecStartPre run in order before each start, ExecStopPost after the service stopped
+	// (or failed); each one an argv, "-" before the path to ignore its failure.
+	ExecStartPre [][]string `toml:"exec_start_pre"`
+	ExecStopPost [][]string `toml:"exec_stop_post"`
 
 	Restart         string   `toml:"restart"`
 	RestartDelay    Duration `toml:"restart_delay"`     // first backoff delay
@@ -173,6 +182,10 @@ type Service struct {
 
 	After    []string `toml:"after"`    // start after these (if they are configured)
 	Requires []string `toml:"requires"` // start after these, and only if they are up
+	// Wants: start after these and start them too, but start anyway if they fail.
+	Wants []string `toml:"wants"`
+	// Conflicts: starting this one stops those, and starting one of those stops this one.
+	Conflicts []string `toml:"conflicts"`
 
 	StopSignal string `toml:"stop_signal"`
 	// ReloadSignal is what initctl reload sends the main process (default SIGHUP).
@@ -224,8 +237,10 @@ type Socket struct {
 	Group     string `toml:"group"`      // unix socket file group
 }
 
-// Deps is everything s is ordered after: After and Requires.
-func (s Service) Deps() []string { return append(append([]string(nil), s.After...), s.Requires...) }
+// Deps is everything s is ordered after: After, Requires and Wants.
+func (s Service) Deps() []string {
+	return append(append(append([]string(nil), s.After...), s.Requires...), s.Wants...)
+}
 
 // Duration is a time.Duration written as a Go duration string ("10s", "1m30s").
 type Duration struct{ time.Duration }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -53,7 +54,49 @@ func (s Service) Limits() map[string]string {
 
 // NeedsShim reports settings only the baton-exec shim can apply, between fork and exec.
 func (s Service) NeedsShim() bool {
-	return s.UMask != "" || s.LimitNOFILE != "" || s.LimitNPROC != "" || s.LimitCORE != "" || s.NoNewPrivileges
+	return s.UMask != "" || s.LimitNOFILE != "" || s.LimitNPROC != "" || s.LimitCORE != "" || s.NoNewPrivileges ||
+		s.Capabilities != nil
+}
+
+// Command is one of exec_start_pre or exec_stop_post: its argv, with systemd's "-" prefix
+// (its failure is ignored) taken off the path.
+type Command struct {
+	Argv         []string
+	IgnoreFailed bool
+}
+
+// ParseCommand reads one exec_start_pre or exec_stop_post entry.
+func ParseCommand(argv []string) Command {
+	c := Command{Argv: append([]string(nil), argv...)}
+	if len(c.Argv) > 0 {
+		c.Argv[0], c.IgnoreFailed = strings.CutPrefix(c.Argv[0], "-")
+	}
+	return c
+}
+
+func validateCommands(k string, s Service) []problem {
+	var ps []problem
+	for _, l := range []struct {
+		key  string
+		cmds [][]string
+	}{{"exec_start_pre", s.ExecStartPre}, {"exec_stop_post", s.ExecStopPost}} {
+		for i, argv := range l.cmds {
+			c := ParseCommand(argv)
+			msg := ""
+			switch {
+			case len(c.Argv) == 0 || c.Argv[0] == "":
+				msg = "is empty (write e.g. [\"/bin/mkdir\", \"-p\", \"/run/web\"])"
+			case !path.IsAbs(c.Argv[0]):
+				msg = fmt.Sprintf("%s must be an absolute path (a leading \"-\": its failure is ignored)", quote(argv[0]))
+			case slices.ContainsFunc(c.Argv, func(a string) bool { return strings.IndexByte(a, 0) >= 0 }):
+				msg = "contains a NUL byte"
+			}
+			if msg != "" {
+				ps = append(ps, problem{key: k + "." + l.key, msg: fmt.Sprintf("service %s: command %d %s", quote(s.Name), i+1, msg)})
+			}
+		}
+	}
+	return append(ps, validateCaps(k, s)...)
 }
 
 func validateExec(k string, s Service) []problem {
@@ -61,6 +104,7 @@ func validateExec(k string, s Service) []problem {
 	add := func(key, format string, args ...any) {
 		ps = append(ps, problem{key: key, msg: fmt.Sprintf("service %s: ", quote(s.Name)) + fmt.Sprintf(format, args...)})
 	}
+	ps = append(ps, validateCommands(k, s)...)
 	for _, f := range s.EnvironmentFile {
 		if p := strings.TrimPrefix(f, "-"); !path.IsAbs(p) {
 			add(k+".environment_file", "%s must be an absolute path (a leading \"-\": it may be missing)", quote(f))

@@ -30,6 +30,12 @@ func TestServiceTypes(t *testing.T) {
 		{"bad limit", "limit_nofile = \"4096:1024\"\nexec = [\"/bin/a\"]", `x.toml:3: service[0].limit_nofile: service "a": soft limit "4096:1024" above the hard one`},
 		{"relative environment_file", "environment_file = [\"-a.env\"]\nexec = [\"/bin/a\"]", `x.toml:3: service[0].environment_file`},
 		{"oneshot restart always", "type = \"oneshot\"\nrestart = \"always\"\nexec = [\"/bin/a\"]", `x.toml:4: service[0].restart`},
+		{"capabilities", "capabilities = [\"CAP_NET_BIND_SERVICE\", \"net_raw\"]\nexec = [\"/bin/a\"]", ""},
+		{"no capabilities", "capabilities = []\nexec = [\"/bin/a\"]", ""},
+		{"bad capability", "capabilities = [\"CAP_NET_BIND_SERVICE\", \"CAP_FLY\"]\nexec = [\"/bin/a\"]", `x.toml:3: service[0].capabilities: service "a": "CAP_FLY" is not a capability`},
+		{"pre and post", "exec_start_pre = [[\"/bin/mkdir\", \"-p\", \"/run/a\"], [\"-/bin/false\"]]\nexec_stop_post = [[\"/bin/rm\", \"-rf\", \"/run/a\"]]\nexec = [\"/bin/a\"]", ""},
+		{"relative pre", "exec_start_pre = [[\"/bin/true\"], [\"-mkdir\", \"x\"]]\nexec = [\"/bin/a\"]", `x.toml:3: service[0].exec_start_pre: service "a": command 2 "-mkdir" must be an absolute path`},
+		{"empty post", "exec = [\"/bin/a\"]\nexec_stop_post = [[]]", `x.toml:4: service[0].exec_stop_post: service "a": command 1 is empty`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("x.toml", []byte("[[service]]\nname = \"a\"\n"+tc.body+"\n"))
@@ -40,5 +46,42 @@ func TestServiceTypes(t *testing.T) {
 				t.Fatalf("got %v; want an error with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestWantsConflicts(t *testing.T) {
+	for _, tc := range []struct{ name, body, want string }{
+		{"valid", "[[service]]\nname = \"b\"\nexec = [\"/bin/b\"]\nwants = [\"a\"]\nconflicts = [\"c\"]\n[[service]]\nname = \"c\"\nexec = [\"/bin/c\"]\n", ""},
+		{"unknown wanted", "[[service]]\nname = \"b\"\nexec = [\"/bin/b\"]\nwants = [\"nope\"]\n", `x.toml:7: service[1].wants: service "b" is ordered after "nope", which is not defined`},
+		{"unknown conflict", "[[service]]\nname = \"b\"\nexec = [\"/bin/b\"]\nconflicts = [\"nope\"]\n", `x.toml:7: service[1].conflicts: service "b" conflicts with "nope", which is not defined`},
+		{"wants and conflicts", "[[service]]\nname = \"b\"\nexec = [\"/bin/b\"]\nwants = [\"a\"]\nconflicts = [\"a\"]\n", `x.toml:8: service[1].conflicts: service "b" conflicts with "a" and wants it`},
+		{"wants cycle", "wants = [\"b\"]\n[[service]]\nname = \"b\"\nexec = [\"/bin/b\"]\nafter = [\"a\"]\n", `dependency cycle: a → b → a`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse("x.toml", []byte("[[service]]\nname = \"a\"\nexec = [\"/bin/a\"]\n"+tc.body))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("want valid: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v; want an error with %q", err, tc.want)
+			case tc.want == "":
+				if got := c.ConflictsWith("c"); len(got) != 1 || got[0] != "b" {
+					t.Errorf("ConflictsWith(c) = %v; want [b] (it works both ways)", got)
+				}
+				if order := c.StartOrder(); order[0].Name != "a" || order[1].Name != "b" {
+					t.Errorf("start order %s, %s: wants orders too", order[0].Name, order[1].Name)
+				}
+			}
+		})
+	}
+}
+
+func TestParseCommand(t *testing.T) {
+	c := ParseCommand([]string{"-/bin/false", "x"})
+	if !c.IgnoreFailed || c.Argv[0] != "/bin/false" || c.Argv[1] != "x" {
+		t.Errorf("ParseCommand(-/bin/false x) = %+v", c)
+	}
+	if c := ParseCommand([]string{"/bin/true"}); c.IgnoreFailed {
+		t.Errorf("ParseCommand(/bin/true) ignores failure")
 	}
 }

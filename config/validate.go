@@ -191,14 +191,19 @@ func (c *Config) validateServices() []problem {
 			add(k+".group", "service %s: group without user (set user too)", quote(s.Name))
 		}
 		ps = append(ps, validateFiles(k, s)...)
+		ps = append(ps, validateConflicts(k, s)...)
 		for _, kd := range []struct {
 			key  string
 			deps []string
-		}{{"after", s.After}, {"requires", s.Requires}} {
+		}{{"after", s.After}, {"requires", s.Requires}, {"wants", s.Wants}, {"conflicts", s.Conflicts}} {
 			key := kd.key
 			for _, a := range kd.deps {
 				if _, ok := seen[a]; !ok {
-					add(k+"."+key, "service %s is ordered after %s, which is not defined", quote(s.Name), quote(a))
+					verb := "is ordered after"
+					if key == "conflicts" {
+						verb = "conflicts with"
+					}
+					add(k+"."+key, "service %s %s %s, which is not defined", quote(s.Name), verb, quote(a))
 				} else if a == s.Name {
 					add(k+"."+key, "service %s depends on itself", quote(s.Name))
 				}

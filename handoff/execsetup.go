@@ -11,8 +11,9 @@ import (
 
 // What the baton-exec shim applies between fork and exec, passed to it in the environment
 // (and removed before the service sees it): Go's os/exec cannot run code in the child, so
-// resource limits, the umask and PR_SET_NO_NEW_PRIVS are set here, and the user is switched
-// here too, after the limits (raising a hard limit needs root).
+// resource limits, the umask, capabilities and PR_SET_NO_NEW_PRIVS are set here, and the user
+// is switched here too, after the limits (raising a hard limit needs root) and the bounding
+// set (dropping needs CAP_SETPCAP), before the ambient set (a setuid clears it).
 const (
 	EnvExecUmask  = "BATON_EXEC_UMASK"   // octal
 	EnvExecNNP    = "BATON_EXEC_NNP"     // "1"
@@ -60,8 +61,29 @@ func execSetup(env []string) ([]string, error) {
 		}
 		unix.Umask(int(m))
 	}
+	capsV, withCaps := set[EnvExecCaps]
+	var caps uint64
+	if withCaps {
+		var err error
+		if caps, err = parseCaps(capsV); err != nil {
+			return nil, err
+		}
+		if err := dropBounding(caps); err != nil {
+			return nil, err
+		}
+	}
 	if v, ok := set[EnvExecCred]; ok {
+		if withCaps && caps != 0 {
+			if err := keepCapsAcrossSetuid(); err != nil {
+				return nil, err
+			}
+		}
 		if err := switchUser(v); err != nil {
+			return nil, err
+		}
+	}
+	if withCaps {
+		if err := raiseAmbient(caps); err != nil {
 			return nil, err
 		}
 	}

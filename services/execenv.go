@@ -84,6 +84,14 @@ func shimEnv(spec *config.Service, id identity) []string {
 			env = append(env, fmt.Sprintf("%s%s=%d:%d", handoff.EnvExecRlimit, name, l.Soft, l.Hard))
 		}
 	}
+	if spec.Capabilities != nil {
+		nums, _ := config.CapNumbers(spec.Capabilities) // validated
+		caps := make([]string, len(nums))
+		for i, n := range nums {
+			caps[i] = strconv.Itoa(n)
+		}
+		env = append(env, handoff.EnvExecCaps+"="+strings.Join(caps, ","))
+	}
 	if c := id.cred; c != nil {
 		groups := make([]string, len(c.Groups))
 		for i, g := range c.Groups {
