@@ -135,6 +135,36 @@ func TestBindKinds(t *testing.T) {
 	}
 }
 
+// TestBindAddressNotYetConfigured: the boot binds held sockets before the network is up, so
+// an address no interface has yet must bind (IP_FREEBIND), and 0.0.0.0 must not need it.
+func TestBindAddressNotYetConfigured(t *testing.T) {
+	for _, tc := range []struct {
+		listen   string
+		freebind bool
+	}{
+		{"tcp://192.0.2.1:0", true}, // TEST-NET-1: on no interface here
+		{"udp://192.0.2.1:0", true},
+		{"tcp://0.0.0.0:0", false},
+		{"tcp://127.0.0.1:0", true},
+	} {
+		h, err := Bind(config.Socket{Name: "x", Listen: tc.listen, Backlog: 8})
+		if err != nil {
+			t.Errorf("%s: %v", tc.listen, err)
+			continue
+		}
+		level, opt := unix.IPPROTO_IPV6, unix.IPV6_FREEBIND
+		if sa, _ := unix.Getsockname(h.Fd); sa != nil {
+			if _, v4 := sa.(*unix.SockaddrInet4); v4 {
+				level, opt = unix.IPPROTO_IP, unix.IP_FREEBIND
+			}
+		}
+		if got, _ := unix.GetsockoptInt(h.Fd, level, opt); (got == 1) != tc.freebind {
+			t.Errorf("%s: freebind %d, want %v", tc.listen, got, tc.freebind)
+		}
+		h.Close()
+	}
+}
+
 // waitStored waits until s holds n fds; the watcher drops hung-up ones on its own goroutine.
 func waitStored(t *testing.T, s *FDStore, n int) {
 	t.Helper()

@@ -68,6 +68,14 @@ func bind(spec config.Socket, l config.Listen) (int, error) {
 				return fail("IPV6_V6ONLY", err)
 			}
 		}
+		// The boot binds held sockets before the network is configured, so a specific address
+		// is not on any interface yet: bind it anyway (systemd's FreeBind=), and the socket
+		// receives once the address is there.
+		if specificAddress(l) {
+			if err := freeBind(fd, family); err != nil {
+				return fail("IP_FREEBIND", err)
+			}
+		}
 	} else if err := removeStale(l.Address); err != nil {
 		return fail("replace "+l.Address, err)
 	}
@@ -115,6 +123,23 @@ func sockaddr(l config.Listen) (family, sotype int, sa unix.Sockaddr, err error)
 		ip = netip.IPv6Unspecified()
 	}
 	return unix.AF_INET6, sotype, &unix.SockaddrInet6{Port: port, Addr: ip.As16()}, nil
+}
+
+// specificAddress reports a TCP or UDP address that names one host address (not 0.0.0.0 or ::).
+func specificAddress(l config.Listen) bool {
+	host, _, err := net.SplitHostPort(l.Address)
+	if err != nil || host == "" {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && !ip.IsUnspecified()
+}
+
+func freeBind(fd, family int) error {
+	if family == unix.AF_INET6 {
+		return unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+	}
+	return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
 }
 
 // removeStale removes a socket file left by an earlier run; anything else at the path is an
