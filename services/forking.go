@@ -64,8 +64,10 @@ func starterExited(s *Service, _ request) {
 	if s.st.firstRdy.IsZero() {
 		s.st.firstRdy = s.st.readyAt
 	}
-	s.enter(pDown, time.Time{})
 	s.outcome(nil)
+	if !s.postThen(func() { s.enter(pDown, time.Time{}) }) { // exec_stop_post first
+		s.enter(pDown, time.Time{})
+	}
 }
 
 // pollPidFile adopts the daemon pid_file names, or looks again shortly, or gives up after

@@ -89,6 +89,8 @@ func (s *Service) reaped(g *generation, exit system.Exit) {
 		s.removePidFile(g.pid)
 	}
 	switch up := s.st.up; {
+	case g == s.st.cmds.proc:
+		s.event(eCmdExit)
 	case g == s.st.cur && g.starter:
 		s.event(eStarterExit)
 	case g == s.st.cur:
@@ -111,6 +113,13 @@ func (s *Service) settle() {
 	if s.st.phase != pStopping || len(s.st.gens) > 0 {
 		return
 	}
+	if !s.postThen(s.stopped) { // exec_stop_post first
+		s.stopped()
+	}
+}
+
+// stopped ends a stop: down (or failed), and started again if asked meanwhile.
+func (s *Service) stopped() {
 	s.enter(pDown, time.Time{})
 	if err := s.st.failAfterStop; err != nil {
 		s.enter(pFailed, time.Time{})

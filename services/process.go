@@ -21,6 +21,14 @@ import (
 // (listen-fd protocol), the control channel, and, for an upgrade, the receiving end of the
 // handoff channel — and a goroutine that posts its exit to the loop.
 func (s *Service) spawn(spec *config.Service, execPath string, handoffFd int) (*generation, error) {
+	return s.spawnArgv(spec, append([]string{execPath}, spec.Exec[1:]...), handoffFd, true)
+}
+
+// spawnArgv is spawn of any argv; a process that is not the service itself (main false: an
+// exec_start_pre or exec_stop_post command) gets neither its sockets, its stored fds, its
+// notify socket nor its watchdog.
+func (s *Service) spawnArgv(spec *config.Service, argv []string, handoffFd int, main bool) (*generation, error) {
+	execPath := argv[0]
 	id, err := lookupIdentityAndDirs(*spec)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
@@ -31,20 +39,22 @@ func (s *Service) spawn(spec *config.Service, execPath string, handoffFd int) (*
 	if err := unix.Access(execPath, unix.X_OK); err != nil {
 		return nil, fmt.Errorf("start %s: %w", execPath, err)
 	}
-	stored := s.store.Files() // copies, ours to close once the child has its own
-	defer func() {
-		for _, f := range stored {
-			unix.Close(f.Fd)
+	var passed []handoff.NamedFile
+	if main {
+		stored := s.store.Files() // copies, ours to close once the child has its own
+		defer func() {
+			for _, f := range stored {
+				unix.Close(f.Fd)
+			}
+		}()
+		for _, h := range s.held {
+			passed = append(passed, handoff.NamedFile{Name: h.Spec.Name, Fd: h.Fd})
 		}
-	}()
-	passed := make([]handoff.NamedFile, 0, len(s.held)+len(stored))
-	for _, h := range s.held {
-		passed = append(passed, handoff.NamedFile{Name: h.Spec.Name, Fd: h.Fd})
+		passed = append(passed, stored...)
 	}
-	passed = append(passed, stored...)
 
 	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=" + id.home, "USER=" + id.name, "LOGNAME=" + id.name}
-	if s.notify != nil {
+	if s.notify != nil && main {
 		env = append(env, "NOTIFY_SOCKET="+s.notify.Path)
 	}
 	env = append(env, spec.Env...)
@@ -76,9 +86,10 @@ func (s *Service) spawn(spec *config.Service, execPath string, handoffFd int) (*
 		fds = append(fds, uintptr(handoffFd))
 	}
 
-	path, argv := execPath, append([]string{execPath}, spec.Exec[1:]...)
+	path := execPath
 	cred := id.cred
-	if len(passed) > 0 || s.st.wdInterval > 0 || spec.NeedsShim() {
+	watchdog := main && s.st.wdInterval > 0
+	if len(passed) > 0 || watchdog || spec.NeedsShim() {
 		// LISTEN_PID must be the service's own pid, limits and the umask are set between
 		// fork and exec: the shim does it, then execs the service.
 		path, argv = s.env.shim, append([]string{"baton-exec"}, argv...)
@@ -89,7 +100,7 @@ func (s *Service) spawn(spec *config.Service, execPath string, handoffFd int) (*
 			env = append(env, "LISTEN_PID=0")
 		}
 	}
-	if s.st.wdInterval > 0 {
+	if watchdog {
 		env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(s.st.wdInterval.Microseconds(), 10), "WATCHDOG_PID=0")
 	}
 	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: env, Files: fds,
@@ -117,7 +128,7 @@ func (s *Service) spawn(spec *config.Service, execPath string, handoffFd int) (*
 	g := &generation{pid: pid, pgid: pid, exec: execPath, started: time.Now(), ctl: pair[0],
 		starter: spec.Type == config.TypeForking || spec.Type == config.TypeOneshot}
 	s.st.gens = append(s.st.gens, g)
-	if s.st.firstUp.IsZero() {
+	if s.st.firstUp.IsZero() && main {
 		s.st.firstUp = g.started
 	}
 	s.watchExit(g, exits)

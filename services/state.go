@@ -22,13 +22,16 @@ const (
 	pStopping               // stop signal sent; waiting for every generation to end
 	pPidWait                // forking: the started process exited 0; waiting for pid_file to name its daemon
 	pReloading              // notify: RELOADING=1 (or the reload signal) until READY=1
+	pPreStart               // an exec_start_pre command runs (prepost.go)
+	pPostStop               // an exec_stop_post command runs, after the service ended
 	nPhases
 )
 
 var phaseState = [nPhases]State{pDown: Stopped, pFailed: Failed, pBackoff: Starting, pStarting: Starting,
-	pRunning: Running, pStopping: Stopping, pPidWait: Starting, pReloading: Reloading}
+	pRunning: Running, pStopping: Stopping, pPidWait: Starting, pReloading: Reloading, pPreStart: Starting, pPostStop: Stopping}
 
-var phaseNames = [nPhases]string{"down", "failed", "backoff", "starting", "running", "stopping", "pid-wait", "reloading"}
+var phaseNames = [nPhases]string{"down", "failed", "backoff", "starting", "running", "stopping", "pid-wait", "reloading",
+	"pre-start", "post-stop"}
 
 func (p phase) String() string { return phaseNames[p] }
 
@@ -127,6 +130,8 @@ type state struct {
 	notifyLate    int    // from a generation that is ending (old version, a stopping service)
 
 	warns map[string]*warnKind // rate-limited warnings (warn.go)
+
+	cmds cmdState // exec_start_pre and exec_stop_post (prepost.go)
 }
 
 func newState(spec config.Service) state {

@@ -74,6 +74,9 @@ func (s *Service) statusNow() Status {
 	if g := s.st.cur; g != nil {
 		st.Pid, st.Since, st.Exec = g.pid, g.started, g.exec
 	}
+	if c := s.cmdStatus(); c != "" {
+		st.Status = c
+	}
 	if s.st.lastExit != nil {
 		st.LastExit = s.st.lastExit.String()
 	}

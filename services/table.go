@@ -30,6 +30,8 @@ var onRequest = [nPhases][nOps]action{ // columns: start, stop, restart, upgrade
 	pStopping:  {startLater, awaitStop, startLater, notRunning, answerOK, configure, cannotReload, killAsked},
 	pPidWait:   {awaitStart, stopPidWait, restartPidWait, notRunning, answerOK, configure, cannotReload, killAsked},
 	pReloading: {answerOK, beginStop, stopThenStart, notRunning, answerOK, configure, awaitReload, killAsked},
+	pPreStart:  {awaitStart, beginStop, stopThenStart, notRunning, answerOK, configure, cannotReload, killAsked},
+	pPostStop:  {startLater, stopAfterPost, startLater, notRunning, answerOK, configure, cannotReload, killAsked},
 }
 
 type event int
@@ -39,23 +41,26 @@ const (
 	eReady                    // READY=1 from the main generation
 	eDeadline                 // the phase's deadline passed
 	eStarterExit              // forking, oneshot: the started process ended (forking.go)
+	eCmdExit                  // an exec_start_pre or exec_stop_post command ended (prepost.go)
 	nEvents
 )
 
-var eventNames = [nEvents]string{"exit", "ready", "deadline", "starter-exit"}
+var eventNames = [nEvents]string{"exit", "ready", "deadline", "starter-exit", "cmd-exit"}
 
 func (e event) String() string { return eventNames[e] }
 
 // onEvent: nil where the event cannot happen (no main generation, no deadline).
-var onEvent = [nPhases][nEvents]action{ // columns: exit, ready, deadline (which one), starter exit
-	pDown:      {nil, nil, nil, nil},
-	pFailed:    {nil, nil, nil, nil},
-	pBackoff:   {nil, nil, startAgain, nil},                               // restart_delay, doubling up to restart_delay_max
-	pStarting:  {exitStarting, becomeReady, startTimedOut, starterExited}, // start_timeout (notify, forking, oneshot)
-	pRunning:   {exitRunning, readyAgain, watchdogFired, nil},             // watchdog, if any
-	pStopping:  {exitStopping, nil, stopTimedOut, starterStopped},         // stop_timeout, then SIGKILL
-	pPidWait:   {nil, nil, pollPidFile, nil},                              // the next look at pid_file
-	pReloading: {exitReloading, reloadDone, reloadTimedOut, nil},          // start_timeout for READY=1
+var onEvent = [nPhases][nEvents]action{ // columns: exit, ready, deadline (which one), starter exit, command exit
+	pDown:      {nil, nil, nil, nil, nil},
+	pFailed:    {nil, nil, nil, nil, nil},
+	pBackoff:   {nil, nil, startAgain, nil, nil},                               // restart_delay, doubling up to restart_delay_max
+	pStarting:  {exitStarting, becomeReady, startTimedOut, starterExited, nil}, // start_timeout (notify, forking, oneshot)
+	pRunning:   {exitRunning, readyAgain, watchdogFired, nil, nil},             // watchdog, if any
+	pStopping:  {exitStopping, nil, stopTimedOut, starterStopped, cmdStopped},  // stop_timeout, then SIGKILL
+	pPidWait:   {nil, nil, pollPidFile, nil, nil},                              // the next look at pid_file
+	pReloading: {exitReloading, reloadDone, reloadTimedOut, nil, nil},          // start_timeout for READY=1
+	pPreStart:  {nil, nil, cmdTimedOut, nil, preExited},                        // start_timeout for each command
+	pPostStop:  {nil, nil, cmdTimedOut, nil, postExited},                       // stop_timeout for each command
 }
 
 func (s *Service) onReq(r request) {
@@ -282,6 +287,9 @@ func stopTimedOut(s *Service, _ request) {
 
 // restartOrEnd applies the restart policy once the main generation has ended.
 func (s *Service) restartOrEnd(failed bool) {
+	if s.postThen(func() { s.restartOrEnd(failed) }) {
+		return // exec_stop_post first
+	}
 	if !s.shouldRestart(failed) {
 		s.enter(pDown, time.Time{})
 		if failed {
@@ -366,6 +374,9 @@ func (s *Service) run() {
 		s.st.nextSpec = nil
 	}
 	s.st.wdInterval = s.spec().Watchdog.Duration // WATCHDOG_USEC= lasts one run, as in systemd
+	if s.startPre() {
+		return // run again once exec_start_pre succeeded
+	}
 	g, err := s.spawn(s.spec(), s.spec().Exec[0], -1)
 	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
 		// baton's shortage, not the service's failure: it does not count towards
