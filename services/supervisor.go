@@ -118,13 +118,15 @@ func (sv *Supervisor) requiresUp(s *Service) error {
 	return nil
 }
 
-// Start starts a service and, first, the services it requires. It returns when the service is
-// ready, or with why it is not.
+// Start starts a service and, first, the services it requires (and those it wants, whose
+// failure does not fail it), after stopping those it conflicts with (deps.go). It returns
+// when the service is ready, or with why it is not.
 func (sv *Supervisor) Start(name string) error {
 	s, ok := sv.lookup(name)
 	if !ok {
 		return unknown(name)
 	}
+	sv.beforeStart(s)
 	for _, r := range s.spec().Requires {
 		if err := sv.Start(r); err != nil {
 			return fmt.Errorf("start %s: required %s: %w", name, r, err)
