@@ -186,6 +186,10 @@ type Service struct {
 	Wants []string `toml:"wants"`
 	// Conflicts: starting this one stops those, and starting one of those stops this one.
 	Conflicts []string `toml:"conflicts"`
+	// NeedsNetwork: at boot, start only once [[network]] is configured (addresses, routes, a
+	// DHCP lease). Without it a service starts while the network comes up: its held sockets
+	// are bound already, and clients queue in their backlog until the link is up.
+	NeedsNetwork bool `toml:"needs_network"`
 
 	StopSignal string `toml:"stop_signal"`
 	// ReloadSignal is what initctl reload sends the main process (default SIGHUP).

@@ -54,6 +54,11 @@ type TimelineEntry struct {
 	At    time.Duration `json:"at"`   // since the kernel started (since baton started outside PID 1)
 	Took  time.Duration `json:"took"` // step duration, or a service's start to ready
 	Error string        `json:"error,omitempty"`
+	// After lists what a boot step waited for; WaitedFor is the one of those that ended last,
+	// the one that held it back. Steps whose spans overlap ran at the same time.
+	After     []string `json:"after,omitempty"`
+	WaitedFor string   `json:"waited_for,omitempty"`
+	Service   string   `json:"service,omitempty"` // the service a boot step started
 }
 
 // KexecRequest is POST /v1/system/kexec. Empty fields take the config's [kexec] defaults.

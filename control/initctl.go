@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -49,9 +48,9 @@ Commands:
   logs [-f] [-n N] NAME       a service's output (-f: follow; -n: last N lines, 0 all)
   reboot | poweroff | halt    stop services and power the machine (reboot: through the firmware)
   kexec [--kernel PATH] [--initrd PATH] [--append ARGS | --cmdline ARGS | --reuse-cmdline]
-        [--load-only] [--unload]
+        [--method fast|file] [--load-only] [--unload]
                               load a kernel while services run, then stop them and jump into it
-  analyze [--json]            boot timeline, slowest first
+  analyze [--json]            boot timeline: what ran when, in parallel, and what it waited for
   update --kernel FILE --initrd FILE [--cmdline ARGS] [--dry-run] [--no-wait] [--timeout D]
                               ship a new image (make image's out/initramfs.img and a kernel):
                               services-only changes are upgraded in place, others kexec into
@@ -378,35 +377,7 @@ func (ic *initctl) analyze(args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(t)
 	}
-	if t.PID1 {
-		fmt.Fprintf(ic.out, "kernel %s + baton %s = %s to all services started\n\n",
-			ms(t.KernelToInit), ms(t.InitToReady), ms(t.KernelToInit+t.InitToReady))
-	}
-	if t.Update != "" {
-		fmt.Fprintf(ic.out, "%s\n\n", t.Update)
-	}
-	all := append([]TimelineEntry(nil), t.Steps...)
-	for _, s := range t.Services {
-		s.Name = "service " + s.Name
-		all = append(all, s)
-	}
-	sort.SliceStable(all, func(i, j int) bool { return all[i].Took > all[j].Took })
-	tw := tabwriter.NewWriter(ic.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TOOK\tAT\tWHAT")
-	for _, e := range all {
-		line := fmt.Sprintf("%s\t%s\t%s", ms(e.Took), ms(e.At), e.Name)
-		if e.Error != "" {
-			line += "  (" + e.Error + ")"
-		}
-		fmt.Fprintln(tw, line)
-	}
-	if len(t.Previous) > 0 {
-		fmt.Fprintf(tw, "\nprevious shutdown (%s):\t\t\n", t.PreviousAction)
-		for _, e := range t.Previous {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", ms(e.Took), ms(e.At), e.Name)
-		}
-	}
-	return tw.Flush()
+	return writeTimeline(ic.out, t)
 }
 
 func envOr(key, def string) string {

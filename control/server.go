@@ -36,8 +36,9 @@ type Server struct {
 	ReloadConfig func() (services.ReloadReport, error)
 	// ConfigFile is the config's path, for initctl cat ("" for none).
 	ConfigFile string
-	// Update receives and applies new images; nil where updates are not possible.
-	Update *update.Updater
+	// Update returns what receives and applies new images: nil where updates are not
+	// possible, or not yet (PID 1 serves the API before /boot is mounted).
+	Update func() *update.Updater
 	// Remote bounds the remote API's connections (zero fields: the defaults).
 	Remote RemoteLimits
 	// BodyIdle is how long a request body may make no progress (default 10 s).

@@ -28,10 +28,14 @@ func (s *Server) updateRoutes(mux *http.ServeMux) {
 }
 
 func (s *Server) updater(w http.ResponseWriter) *update.Updater {
-	if s.Update == nil {
-		writeError(w, http.StatusConflict, "update: not available here (baton is not PID 1, or the appliance has no boot partition at /boot)")
+	var u *update.Updater
+	if s.Update != nil {
+		u = s.Update()
 	}
-	return s.Update
+	if u == nil {
+		writeError(w, http.StatusConflict, "update: not available here (baton is not PID 1, or the appliance has no boot partition at /boot, or the boot has not mounted it yet)")
+	}
+	return u
 }
 
 func (s *Server) updateStatus(w http.ResponseWriter, r *http.Request) {

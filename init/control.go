@@ -78,7 +78,7 @@ func serviceTimeline(sv *services.Supervisor, base time.Time) []control.Timeline
 func stepTimeline(steps []timing) []control.TimelineEntry {
 	out := make([]control.TimelineEntry, 0, len(steps))
 	for _, s := range steps {
-		e := control.TimelineEntry{Name: s.Name, At: s.At, Took: s.Took}
+		e := control.TimelineEntry{Name: s.Name, At: s.At, Took: s.Took, After: s.After, WaitedFor: s.WaitedFor, Service: s.Service}
 		if s.Err != nil {
 			e.Error = s.Err.Error()
 		}

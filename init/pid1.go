@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -38,7 +39,7 @@ type machine struct {
 	cfg        *config.Config // nil when the config could not be loaded
 	modules    *kmod.Loader
 	sv         *services.Supervisor
-	updater    *update.Updater // nil without a manifest or slots on /boot
+	updater    atomic.Pointer[update.Updater] // nil without a manifest or slots on /boot, or until /boot is mounted
 	cgroups    *services.Cgroups
 	srv        *control.Server
 	initAt     time.Duration           // kernel uptime when /init started
@@ -81,7 +82,8 @@ func pid1Main() {
 	m.reaper = system.NewReaper(m.log)
 	m.log.Info("baton starting as PID 1", "kernel_to_init", m.initAt.Round(time.Millisecond), system.KmsgKey, true)
 
-	steps := runSteps(m.log, m.bootSteps())
+	steps := runSteps(m.log, m.bootLine())
+	steps = append(steps, runGraph(m.log, m.bootGraph())...)
 	failed := 0
 	for _, s := range steps {
 		if s.Err != nil {
@@ -176,27 +178,6 @@ func actionFor(sig unix.Signal) system.PowerAction {
 		return system.Poweroff
 	default: // SIGTERM and SIGINT (ctrl-alt-del), as sysvinit and busybox do
 		return system.Reboot
-	}
-}
-
-func (m *machine) bootSteps() []step {
-	return []step{
-		{"mount base file systems", m.mountBase},
-		{"read kernel command line", m.readCmdline},
-		{"ctrl-alt-del to SIGINT", system.CtrlAltDelToSignal},
-		{"load config", m.loadConfig},
-		{"set hostname", m.setHostname},
-		{"load kernel modules", m.loadModules},
-		// As early as the device can exist: after a kexec the old kernel's timer is counting.
-		{"start watchdog", m.startWatchdog},
-		{"mount file systems", m.mountConfigured},
-		{"watch power button", m.watchPowerButton},
-		{"configure network", m.configureNetwork},
-		{"set up cgroups", m.setupCgroups},
-		{"start control API", m.startControl},
-		{"start services", m.startServices},
-		// After the services: its TLS setup is CPU the services' start should not wait for.
-		{"start remote control API", m.startRemoteControl},
 	}
 }
 
@@ -330,10 +311,9 @@ func (m *machine) startControl() error {
 		return err
 	}
 	m.sv = sv
-	m.updater = m.newUpdater()
 	m.srv = &control.Server{SV: sv, Log: m.log, Timeline: m.timeline, Kexec: m.kexecRequest,
 		Power:        func(a system.PowerAction) error { return m.requestPower("control API", a, nil) },
-		ReloadConfig: configReloader(m.log, sv, m.configPath), ConfigFile: m.configPath, Update: m.updater}
+		ReloadConfig: configReloader(m.log, sv, m.configPath), ConfigFile: m.configPath, Update: m.updater.Load}
 	if startLocalControl(m.log, m.srv, runDir) == nil {
 		return fmt.Errorf("no control API")
 	}
@@ -359,30 +339,10 @@ func (m *machine) timeline() control.Timeline {
 	if m.sv != nil {
 		t.Services = serviceTimeline(m.sv, m.bootWall)
 	}
-	if m.updater != nil {
-		if last := m.updater.Status().Last; last != nil && last.State == update.StateRolledBack {
+	if u := m.updater.Load(); u != nil {
+		if last := u.Status().Last; last != nil && last.State == update.StateRolledBack {
 			t.Update = fmt.Sprintf("update to %s rolled back: %s", last.To, last.Reason)
 		}
 	}
 	return t
-}
-
-func (m *machine) startServices() error {
-	if m.sv == nil {
-		return fmt.Errorf("no supervisor (see the step before)")
-	}
-	var errs []error
-	for _, r := range m.sv.StartAll() {
-		if r.Err != nil {
-			errs = append(errs, fmt.Errorf("service %s: %w", r.Name, r.Err))
-		} else {
-			m.log.Info("service started", "service", r.Name, "took", r.Took)
-		}
-	}
-	if m.updater != nil {
-		// A boot on trial (a kexec update) confirms itself once its services are ready, or
-		// goes back; the boot does not wait for that.
-		go system.Contain(m.log, "update confirmation", m.updater.ConfirmTrial)
-	}
-	return errors.Join(errs...)
 }

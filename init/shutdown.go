@@ -13,17 +13,17 @@ import (
 func (m *machine) shutdown(action system.PowerAction) {
 	start := time.Now()
 	steps := runSteps(m.log, []step{
-		{"stop services", m.stopServices},
-		{"end remaining processes", func() error {
+		{name: "stop services", run: m.stopServices},
+		{name: "end remaining processes", run: func() error {
 			if n := system.KillAll(m.log, 2*time.Second); n > 0 {
 				m.log.Warn("killed processes that outlived SIGTERM", "count", n)
 			}
 			return nil
 		}},
-		{"sync", func() error { unix.Sync(); return nil }},
+		{name: "sync", run: func() error { unix.Sync(); return nil }},
 	})
 	m.saveShutdown(action, steps)
-	runSteps(m.log, []step{{"unmount file systems", func() error { system.UnmountAll(m.log); return nil }}})
+	runSteps(m.log, []step{{name: "unmount file systems", run: func() error { system.UnmountAll(m.log); return nil }}})
 	m.log.Info("shutdown complete", "action", action.String(), "took", time.Since(start).Round(time.Millisecond), system.KmsgKey, true)
 	m.watchdogBeforePower(action)
 	var err error

@@ -9,8 +9,10 @@ import (
 
 // step is one named part of the boot or shutdown sequence.
 type step struct {
-	name string
-	run  func() error
+	name    string
+	after   []string // the steps it waits for (runGraph only); each listed before it
+	service string   // the service a boot step starts, if it starts one
+	run     func() error
 }
 
 // timing is how long a step took; the boot keeps them for the console and for later analysis.
@@ -19,6 +21,12 @@ type timing struct {
 	At   time.Duration // kernel uptime when it began
 	Took time.Duration
 	Err  error
+
+	After     []string      // what it waited for (runGraph)
+	WaitedFor string        // of those, the one that ended last: what held it back
+	Waited    time.Duration // from the graph's start to its own
+	Service   string        // the service it started, if any
+	end       time.Time
 }
 
 // runSteps runs the steps in order, logging each with its duration. A failed step is logged
@@ -31,11 +39,7 @@ func runSteps(log *slog.Logger, steps []step) []timing {
 		start := time.Now()
 		t.Err = runContained(log, s)
 		t.Took = time.Since(start)
-		if t.Err != nil {
-			log.Error("step failed", "step", s.name, "took", t.Took, "err", t.Err)
-		} else {
-			log.Info("step done", "step", s.name, "took", t.Took)
-		}
+		logTiming(log, t)
 		out = append(out, t)
 	}
 	return out

@@ -50,10 +50,11 @@ func (m *machine) newUpdater() *update.Updater {
 // runningSlotFiles are the kernel and initramfs of the slot this boot came from: what
 // initctl kexec boots when neither the request nor [kexec] names one.
 func (m *machine) runningSlotFiles() (kernel, initrd string, err error) {
-	if m.updater == nil {
+	u := m.updater.Load()
+	if u == nil {
 		return "", "", errors.New("no running slot on " + bootDir)
 	}
-	slot := m.updater.Status().RunningSlot
+	slot := u.Status().RunningSlot
 	if slot == "" {
 		return "", "", errors.New("this boot did not come from a slot on " + bootDir)
 	}

@@ -97,16 +97,31 @@ type StartReport struct {
 func (sv *Supervisor) StartAll() []StartReport {
 	var out []StartReport
 	for _, s := range sv.services() {
-		start := time.Now()
-		err := sv.requiresUp(s)
-		if err == nil {
-			err = s.request(request{op: opStart}).err
-		} else {
-			s.request(request{op: opFail, err: err})
-		}
-		out = append(out, StartReport{Name: s.spec().Name, Took: time.Since(start), Err: err})
+		out = append(out, sv.startAtBoot(s))
 	}
 	return out
+}
+
+// StartOne starts one service as StartAll would: it does not start what the service requires,
+// and fails it when a required service is not running. The boot calls it for each service once
+// what the service waits for is done, so independent services start at the same time.
+func (sv *Supervisor) StartOne(name string) StartReport {
+	s, ok := sv.lookup(name)
+	if !ok {
+		return StartReport{Name: name, Err: unknown(name)}
+	}
+	return sv.startAtBoot(s)
+}
+
+func (sv *Supervisor) startAtBoot(s *Service) StartReport {
+	start := time.Now()
+	err := sv.requiresUp(s)
+	if err == nil {
+		err = s.request(request{op: opStart}).err
+	} else {
+		s.request(request{op: opFail, err: err})
+	}
+	return StartReport{Name: s.spec().Name, Took: time.Since(start), Err: err}
 }
 
 func (sv *Supervisor) requiresUp(s *Service) error {

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+
+	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/system"
+)
+
+// The boot steps others wait for, by name.
+const (
+	stepModules  = "load kernel modules"
+	stepMounts   = "mount file systems"
+	stepCgroups  = "set up cgroups"
+	stepControl  = "start control API"
+	stepNetwork  = "configure network"
+	stepHostname = "set hostname"
+	stepUpdates  = "prepare updates"
+)
+
+// bootLine runs first, one step after the other: everything after it needs the config, and
+// the config needs /proc (the command line may name it) and /etc/passwd.
+func (m *machine) bootLine() []step {
+	return []step{
+		{name: "mount base file systems", run: m.mountBase},
+		{name: "read kernel command line", run: m.readCmdline},
+		{name: "load config", run: m.loadConfig},
+	}
+}
+
+// bootGraph is the rest of the boot: each step names what it waits for and starts as soon as
+// that is done (runGraph), so the services start while modules load and the network comes up.
+func (m *machine) bootGraph() []step {
+	steps := []step{
+		{name: "ctrl-alt-del to SIGINT", run: system.CtrlAltDelToSignal},
+		{name: stepHostname, run: m.setHostname},
+		{name: stepModules, run: m.loadModules},
+		// As early as the device can exist: after a kexec the old kernel's timer is counting.
+		{name: "start watchdog", after: []string{stepModules}, run: m.startWatchdog},
+		{name: stepMounts, after: []string{stepModules}, run: m.mountConfigured},
+		{name: "watch power button", after: []string{stepModules}, run: m.watchPowerButton},
+		{name: stepCgroups, run: m.setupCgroups},
+		// Binds the services' held sockets too, and serves initctl while the services start.
+		{name: stepControl, after: []string{stepCgroups}, run: m.startControl},
+		// After the held sockets are bound: no SYN meets an address without a listener.
+		{name: stepNetwork, after: []string{stepModules, stepControl}, run: m.configureNetwork},
+		// The updater reads the image slots on /boot.
+		{name: stepUpdates, after: []string{stepControl, stepMounts}, run: m.prepareUpdates},
+	}
+	services, early := m.serviceSteps()
+	steps = append(steps, services...)
+	all := make([]string, 0, len(services)+1)
+	for _, s := range services {
+		all = append(all, s.name)
+	}
+	steps = append(steps,
+		// A boot on trial (a kexec update) confirms itself once its services are ready, or
+		// goes back; the boot does not wait for that.
+		step{name: "confirm update", after: append(all, stepUpdates), run: m.confirmUpdate},
+		// After the services that start early: its TLS setup is CPU their start should not
+		// wait for. An address of its own needs the network.
+		step{name: "start remote control API", after: m.remoteAfter(early), run: m.startRemoteControl})
+	return steps
+}
+
+// serviceSteps are one step per configured service, in start order, each waiting for the
+// supervisor (its held sockets bound), the services it is ordered after, and what it says it
+// needs: the network (needs_network) or a [[mount]] below which it has files. early lists
+// those that wait for neither, directly or through another service.
+func (m *machine) serviceSteps() (steps []step, early []string) {
+	if m.cfg == nil {
+		return nil, nil
+	}
+	late, configured := map[string]bool{}, map[string]bool{}
+	for _, s := range m.cfg.Service {
+		configured[s.Name] = true
+	}
+	for _, s := range m.cfg.StartOrder() {
+		after := []string{stepHostname, stepControl}
+		isLate := false
+		if s.NeedsNetwork {
+			after, isLate = append(after, stepNetwork), true
+		}
+		if mnt := usesMount(s, m.cfg.Mount); mnt != "" {
+			after, isLate = append(after, stepMounts), true
+		}
+		for _, d := range s.Deps() {
+			if !configured[d] {
+				continue
+			}
+			after = append(after, serviceStep(d))
+			isLate = isLate || late[d]
+		}
+		late[s.Name] = isLate
+		if !isLate {
+			early = append(early, serviceStep(s.Name))
+		}
+		steps = append(steps, step{name: serviceStep(s.Name), after: after, service: s.Name, run: m.startService(s.Name)})
+	}
+	return steps, early
+}
+
+func serviceStep(name string) string { return "start service " + name }
+
+func (m *machine) startService(name string) func() error {
+	return func() error {
+		if m.sv == nil {
+			return fmt.Errorf("no supervisor (see %q)", stepControl)
+		}
+		if r := m.sv.StartOne(name); r.Err != nil {
+			return r.Err
+		}
+		return nil
+	}
+}
+
+// usesMount returns the target of a [[mount]] that holds a file the service needs at start
+// (its program, directory, environment files, unix sockets, state and log directories), or "".
+func usesMount(s config.Service, mounts []config.Mount) string {
+	var paths []string
+	if len(s.Exec) > 0 {
+		paths = append(paths, s.Exec[0])
+	}
+	paths = append(paths, s.Dir, s.PIDFile)
+	for _, f := range s.EnvironmentFile {
+		paths = append(paths, strings.TrimPrefix(f, "-"))
+	}
+	for _, d := range []struct{ base, name string }{{"/var/lib", s.StateDir}, {"/run", s.RuntimeDir}, {"/var/log", s.LogsDir}} {
+		if d.name != "" {
+			paths = append(paths, filepath.Join(d.base, d.name))
+		}
+	}
+	for _, so := range s.Socket {
+		if l, err := config.ParseListen(so.Listen); err == nil && l.IsUnix() {
+			paths = append(paths, l.Address)
+		}
+	}
+	for _, mnt := range mounts {
+		for _, p := range paths {
+			if p != "" && filepath.IsAbs(p) && under(p, mnt.Target) {
+				return mnt.Target
+			}
+		}
+	}
+	return ""
+}
+
+func under(path, dir string) bool {
+	rel, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(path))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// remoteAfter is what the remote control API waits for: the control API, the services that
+// start early, and the network when it listens on an address of its own.
+func (m *machine) remoteAfter(early []string) []string {
+	after := append([]string{stepControl}, early...)
+	if m.cfg == nil {
+		return after
+	}
+	if host, _, err := net.SplitHostPort(m.cfg.Control.Remote); err == nil && host != "" {
+		if ip, err := netip.ParseAddr(host); err != nil || !ip.IsUnspecified() {
+			after = append(after, stepNetwork)
+		}
+	}
+	return after
+}
+
+func (m *machine) prepareUpdates() error {
+	if m.sv == nil {
+		return fmt.Errorf("no supervisor (see %q)", stepControl)
+	}
+	m.updater.Store(m.newUpdater())
+	return nil
+}
+
+func (m *machine) confirmUpdate() error {
+	if u := m.updater.Load(); u != nil {
+		go system.Contain(m.log, "update confirmation", u.ConfirmTrial)
+	}
+	return nil
+}
