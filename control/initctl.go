@@ -58,6 +58,10 @@ Commands:
   update --status [--json]    both slots, the running image, the last update and its outcome
   rollback [--dry-run] [--no-wait]
                               back to the other confirmed slot, the least disruptive way
+  reexec [--binary FILE]      baton executes a new version of itself (default: the running
+                              binary again; FILE is uploaded), every service kept running;
+                              tried first, and undone if the new one cannot take over
+  version                     the running binary's version and SHA-256, and the last reexec
   reload-config               read the config again and apply it: removed services stop, added
                               ones start, changed exec/env upgrade over the held sockets, other
                               changes restart; unchanged services keep running
@@ -102,6 +106,9 @@ func InitctlMain(args []string, stdout, stderr io.Writer) int {
 		"is-active": ic.isState("is-active", isActive, 3), "is-failed": ic.isState("is-failed", isFailed, 1),
 		"list-dependencies": ic.listDependencies,
 	}[cmd]
+	if !ok {
+		run, ok = ic.reexecCommands()[cmd]
+	}
 	if !ok {
 		fmt.Fprintf(stderr, "initctl: unknown command %q\n\n%s", cmd, initctlUsage)
 		return ExitUsage

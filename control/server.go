@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +40,8 @@ type Server struct {
 	// Update returns what receives and applies new images: nil where updates are not
 	// possible, or not yet (PID 1 serves the API before /boot is mounted).
 	Update func() *update.Updater
+	// Reexec replaces baton with a new version of itself (reexec.go); nil: not available.
+	Reexec Reexecer
 	// Remote bounds the remote API's connections (zero fields: the defaults).
 	Remote RemoteLimits
 	// BodyIdle is how long a request body may make no progress (default 10 s).
@@ -73,6 +76,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /metrics", s.metrics)
 	mux.HandleFunc("POST /v1/reload-config", s.reloadConfig)
 	s.updateRoutes(mux)
+	s.reexecRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
 	})
@@ -177,6 +181,19 @@ func (s *Server) ServeRemote(addr, tlsDir string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control remote %s: %w", addr, err)
 	}
+	return s.serveRemote(raw, cfg), nil
+}
+
+// ServeRemoteOn is ServeRemote on a TCP listener already open (one a re-exec handed over).
+func (s *Server) ServeRemoteOn(raw net.Listener, tlsDir string) (net.Listener, error) {
+	cfg, err := ServerTLS(tlsDir)
+	if err != nil {
+		return nil, err
+	}
+	return s.serveRemote(raw, cfg), nil
+}
+
+func (s *Server) serveRemote(raw net.Listener, cfg *tls.Config) net.Listener {
 	l := newRemoteListener(raw, cfg, s.Remote, s.Log)
 	srv := &http.Server{
 		Handler:           s.Handler(),
@@ -191,7 +208,7 @@ func (s *Server) ServeRemote(addr, tlsDir string) (net.Listener, error) {
 		defer system.Recover(s.Log, "control remote")
 		_ = srv.Serve(l)
 	}()
-	return l, nil
+	return l
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {

@@ -29,7 +29,7 @@ func startControl(log *slog.Logger, srv *control.Server, runDir string, cfg *con
 
 func startLocalControl(log *slog.Logger, srv *control.Server, runDir string) net.Listener {
 	sock := filepath.Join(runDir, "control.sock")
-	l, err := control.ListenLocal(sock)
+	l, err := handover.localListener(sock) // the one a re-exec handed over, if any
 	if err != nil {
 		log.Error("control API not available", "err", err)
 		return nil
@@ -46,7 +46,7 @@ func startLocalControl(log *slog.Logger, srv *control.Server, runDir string) net
 
 func startRemoteControl(log *slog.Logger, srv *control.Server, cfg *config.Config) (net.Listener, error) {
 	srv.Remote.MaxHandshakes, srv.Remote.MaxConnections = cfg.Control.MaxHandshakes, cfg.Control.MaxConnections
-	rl, err := srv.ServeRemote(cfg.Control.Remote, cfg.Control.TLSDir)
+	rl, err := handover.serveRemote(srv, cfg) // the one a re-exec handed over, if any
 	if err != nil {
 		log.Error("remote control API not available", "err", err)
 		return nil, err

@@ -12,7 +12,12 @@ import (
 )
 
 func main() {
+	if reexecFault == "exit" {
+		os.Exit(3) // a test binary that cannot even start (init/reexec.go)
+	}
 	switch {
+	case filepath.Base(os.Args[0]) == checkName:
+		os.Exit(reexecCheckMain())
 	case filepath.Base(os.Args[0]) == "initctl":
 		os.Exit(control.InitctlMain(os.Args[1:], os.Stdout, os.Stderr))
 	case filepath.Base(os.Args[0]) == "baton-exec":
@@ -20,8 +25,10 @@ func main() {
 	case filepath.Base(os.Args[0]) == "modprobe":
 		os.Exit(modprobeMain(os.Args[1:]))
 	case os.Getpid() == 1:
+		restoreEarly()
 		pid1Main() // never returns
 	default:
+		restoreEarly()
 		os.Exit(subreaperMain(os.Args[1:]))
 	}
 }

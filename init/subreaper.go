@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -50,6 +51,9 @@ func subreaperMain(args []string) int {
 	// killing baton. Never read: a full channel drops the signal, and logging each one would
 	// write to the broken pipe again.
 	signal.Notify(make(chan os.Signal, 1), unix.SIGPIPE)
+	if restoring != nil { // started by initctl reexec (reexec_subreaper.go)
+		return subreaperRestored(log, *cfgPath, *runDir, *cgroupRoot, hup)
+	}
 
 	cfg, err := config.LoadFor(*cfgPath, system.Accounts())
 	if err != nil {
@@ -84,6 +88,7 @@ func subreaperMain(args []string) int {
 	srv := &control.Server{SV: sv, Log: log, Timeline: func() control.Timeline {
 		return control.Timeline{InitToReady: time.Duration(readyAt.Load()), Services: serviceTimeline(sv, start)}
 	}, ReloadConfig: configReloader(log, sv, *cfgPath), ConfigFile: *cfgPath}
+	srv.Reexec = subreaperReexecer(log, reaper, sv, cfg, start, &readyAt)
 	listeners := startControl(log, srv, *runDir, cfg)
 	failed := 0
 	for _, r := range sv.StartAll() {
@@ -94,6 +99,11 @@ func subreaperMain(args []string) int {
 	}
 	readyAt.Store(int64(time.Since(start)))
 	log.Info("all services started", "services", len(cfg.Service), "failed", failed, "run_dir", *runDir)
+	return serveUntilStopped(log, hup, stop, listeners, sv)
+}
+
+// serveUntilStopped supervises until SIGTERM or SIGINT, then stops every service.
+func serveUntilStopped(log *slog.Logger, hup, stop <-chan os.Signal, listeners []net.Listener, sv *services.Supervisor) int {
 	var sig os.Signal
 	for sig == nil {
 		select {

@@ -2,6 +2,7 @@ package services
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -84,7 +85,12 @@ func (r *LogRing) Tail(n int) []LogLine {
 // logPipe is one output stream of a service: the write end goes to every run of the service
 // (and so to everything it starts), the read end is drained into the ring and the console.
 type logPipe struct {
-	w *os.File
+	r, w   *os.File
+	name   string
+	stream string
+	ring   *LogRing
+	con    *console
+	done   chan struct{} // closed when the reader returned (EOF, or paused for a re-exec)
 }
 
 func startLogPipe(name, stream string, ring *LogRing, con *console) (*logPipe, error) {
@@ -92,21 +98,33 @@ func startLogPipe(name, stream string, ring *LogRing, con *console) (*logPipe, e
 	if err != nil {
 		return nil, fmt.Errorf("service %s: %s pipe: %w", name, stream, err)
 	}
+	p := &logPipe{r: r, w: w, name: name, stream: stream, ring: ring, con: con}
+	p.read()
+	return p, nil
+}
+
+// read drains the pipe from a goroutine until EOF, or until a read deadline pauses it
+// (pauseReading, for a re-exec): then the read end stays open for the next reader.
+func (p *logPipe) read() {
+	p.done = make(chan struct{})
 	go func() {
-		defer r.Close()
-		br := bufio.NewReaderSize(r, maxLineLen)
+		defer close(p.done)
+		br := bufio.NewReaderSize(p.r, maxLineLen)
 		for {
 			line, err := readLine(br)
 			if line != "" || err == nil {
-				ring.add(stream, line)
-				con.echo(name, line)
+				p.ring.add(p.stream, line)
+				p.con.echo(p.name, line)
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return
 			}
 			if err != nil {
+				p.r.Close()
 				return
 			}
 		}
 	}()
-	return &logPipe{w: w}, nil
 }
 
 // close closes baton's write end; the reader ends once no process holds one either.

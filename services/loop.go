@@ -53,6 +53,8 @@ func (s *Service) handle(in input) {
 		s.reaped(in.gen, in.exit)
 	case notified:
 		s.onNotify(in)
+	case freezeReq:
+		s.onFreeze(in)
 	case acked:
 		if up := s.st.up; up != nil && up.step == uOffered && up.old == in.gen {
 			up.rep.Handoff = in.ok

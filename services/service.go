@@ -61,6 +61,9 @@ type Service struct {
 	bindErr error                 // why a socket could not be bound: the service cannot start
 	store   *handoff.FDStore
 
+	// notifyDone is closed when the notify reader returned (serialize.go); the loop reads it.
+	notifyDone chan struct{}
+
 	inputs   chan input    // everything that may change st
 	quit     chan struct{} // closed by close: the loop and whoever posts to it stop
 	loopDone chan struct{}
@@ -113,7 +116,7 @@ func newService(spec config.Service, e *env) (*Service, error) {
 			return nil, err
 		}
 		s.notify = n
-		go s.readNotify()
+		s.startNotifyReader()
 	}
 	s.publish()
 	s.looping = true

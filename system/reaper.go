@@ -40,6 +40,11 @@ type Reaper struct {
 
 	mu      sync.Mutex
 	waiters map[int]chan Exit
+
+	// reapMu is held while reaping; paused stops it (reaperpause.go: a PID 1 re-exec leaves
+	// its children's exits to the next process image).
+	reapMu sync.Mutex
+	paused bool
 }
 
 // NewReaper starts reaping. Call it before starting any child.
@@ -101,7 +106,9 @@ func (r *Reaper) Adopt(pid int) (<-chan Exit, error) {
 }
 
 func (r *Reaper) reapAll() {
-	for {
+	r.reapMu.Lock()
+	defer r.reapMu.Unlock()
+	for !r.paused {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
 		if errors.Is(err, unix.EINTR) {
