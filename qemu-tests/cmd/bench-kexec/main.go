@@ -1,13 +1,25 @@
-// Command bench-kexec measures reboot downtime of the demo appliance under QEMU the way the
-// seed did: a host-side poller requests the web service every few milliseconds and records the
-// last good answer before and the first after, for
+// Command bench-kexec measures reboot downtime under QEMU the way the first seed did: a
+// host-side poller requests the web service every 10 ms and records the last good answer
+// before and the first after. One run, one kernel (Debian's generic, out/kernel/amd64), rows:
 //
-//	(a) initctl reboot through OVMF (UEFI firmware) and systemd-boot on the boot disk,
-//	(b) initctl reboot with SeaBIOS and QEMU's direct kernel boot,
-//	(c) initctl kexec (the kernel and initramfs from /boot),
+//	seed-kexec      the seed's own method, rebuilt as a reference appliance (qemu-tests/seedref):
+//	                busybox init and httpd, Debian's kexec-tools, kexec -l --reuse-cmdline while
+//	                httpd answers, stop it, kexec -e
+//	kexec-fast      baton: initctl kexec --method fast (kexec_load of the decompressed kernel)
+//	kexec-file      baton: initctl kexec --method file (kexec_file_load of the bzImage)
+//	reboot-seabios  baton: initctl reboot, SeaBIOS and QEMU's direct kernel boot
+//	reboot-ovmf     baton: initctl reboot through OVMF (UEFI) and systemd-boot on the boot disk
 //
-// and breaks the kexec downtime down by the serial console's lines, timed as they reach the
-// host. make image builds what it boots; it writes a table and out/bench/kexec.json.
+// Each measurement boots its own VM and takes one reboot; the rows take turns, run after run,
+// so a machine whose load changes meanwhile (other QEMU jobs) shifts every row alike. The
+// downtime is broken down by console lines, timed as they reach the host: the request (command →
+// the guest saw it), load (the next kernel, while the service still answers), shutdown, jump
+// (kexec: purgatory and the kernel's decompression; reboot: firmware, loader, decompression),
+// kernel → /init (the new kernel's own clock at /init), /init → ready (baton: the web service's
+// READY=1; seed: httpd started), and ready → the poller's first answer.
+//
+// make image builds baton's image; the seed's appliance is built here from Debian's packages
+// (apt-get download, nothing installed). It prints a table and writes out/bench/kexec.json.
 package main
 
 import (
@@ -16,185 +28,151 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/baton-init/baton/images"
 	"github.com/baton-init/baton/qemu-tests/vm"
 )
 
-var kernelToInit = regexp.MustCompile(`kernel_to_init=(\S+)`)
+// The breakdown's steps, in the order they happen.
+const (
+	stepRequest  = "request"
+	stepLoad     = "load"
+	stepShutdown = "shutdown"
+	stepJump     = "jump"
+	stepKernel   = "kernel→/init"
+	stepInit     = "/init→ready"
+	stepAnswer   = "ready→answer"
+)
 
-// run is one reboot: downtime and the moments its console lines reached the host.
+var steps = []string{stepRequest, stepLoad, stepShutdown, stepJump, stepKernel, stepInit, stepAnswer}
+
+// run is one reboot.
 type run struct {
-	Downtime   time.Duration            `json:"downtime"`
-	Breakdown  map[string]time.Duration `json:"breakdown"`
-	FirstReply time.Duration            `json:"command_to_first_answer"`
+	Downtime    time.Duration            // last good answer before → first after
+	FirstAnswer time.Duration            // command → first answer
+	Steps       map[string]time.Duration // the breakdown
+	Note        string                   // what the guest said it did (baton's kexec method)
 }
 
-type method struct {
-	Name string `json:"name"`
-	Runs []run  `json:"runs"`
+// row is one method: how to measure a run of it, and what was measured.
+type row struct {
+	ID      string
+	What    string
+	measure func(t *vm.ProgramTB) run
+	// Status is "" while it measures; "not available: …" or "failed: …" ends the row.
+	Status string
+	Runs   []run
 }
 
 func main() {
 	runs := flag.Int("runs", 3, "reboots per method")
 	out := flag.String("o", "out/bench/kexec.json", "JSON output")
-	initrd := flag.String("initrd", "out/initramfs.img", "the appliance image (make image)")
+	initrd := flag.String("initrd", "out/initramfs.img", "baton's appliance image (make image)")
 	initctl := flag.String("initctl", "out/bin/initctl", "host initctl")
 	tlsDir := flag.String("tls-dir", "out/tls", "client certificates of the image")
+	seedDir := flag.String("seed-dir", "out/seedref", "where the seed appliance's Debian packages are unpacked")
 	verbose := flag.Bool("v", false, "console and harness output")
-	only := flag.String("only", "", "run only this method (kexec, reboot-seabios, reboot-ovmf)")
+	only := flag.String("only", "", "comma-separated rows to run (seed-kexec, kexec-fast, kexec-file, reboot-seabios, reboot-ovmf)")
 	flag.Parse()
 	t := &vm.ProgramTB{Verbose: *verbose}
-	t.Run("bench-kexec", func() { bench(t, *runs, *out, *initrd, *initctl, *tlsDir, *only) })
+	t.Run("bench-kexec", func() {
+		e := setup(t, *initrd, *initctl, *tlsDir, *seedDir)
+		defer os.RemoveAll(e.tmpDir)
+		rows := e.rows()
+		if *only != "" {
+			rows = pick(t, rows, *only)
+		}
+		bench(t, e, rows, *runs)
+		report(t, e, rows, *runs, *out)
+	})
 }
 
-func bench(t *vm.ProgramTB, runs int, out, initrd, initctl, tlsDir, only string) {
-	vmlinuz, _ := vm.Kernel(t, "amd64")
-	// The demo's command line (quiet) everywhere: the boot disk's loader entry and the direct
-	// boots alike.
-	cmdline := "console=ttyS0 panic=-1 quiet"
-	diskDir, err := os.MkdirTemp("", "bench-kexec-disk")
+func pick(t *vm.ProgramTB, rows []*row, only string) []*row {
+	var out []*row
+	for _, id := range strings.Split(only, ",") {
+		found := false
+		for _, r := range rows {
+			if r.ID == strings.TrimSpace(id) {
+				out, found = append(out, r), true
+			}
+		}
+		if !found {
+			t.Fatalf("-only %s: no such row", id)
+		}
+	}
+	return out
+}
+
+// bench takes the rows' runs in turns. A row whose setup or run fails is marked and left out of
+// the next turns; the others go on.
+func bench(t *vm.ProgramTB, e *env, rows []*row, runs int) {
+	for i := 0; i < runs; i++ {
+		for _, r := range rows {
+			if r.Status != "" {
+				continue
+			}
+			res, err := attempt(t, r)
+			if err != nil {
+				r.Status = "failed: " + err.Error()
+				fmt.Fprintf(os.Stderr, "%-15s run %d: %s\n", r.ID, i+1, r.Status)
+				continue
+			}
+			r.Runs = append(r.Runs, res)
+			note := ""
+			if res.Note != "" {
+				note = " (" + res.Note + ")"
+			}
+			fmt.Fprintf(os.Stderr, "%-15s run %d: downtime %.2fs%s\n", r.ID, i+1, res.Downtime.Seconds(), note)
+		}
+	}
+}
+
+// attempt measures one run; a harness failure (vm.Fatal) becomes an error, and the run's VM
+// is stopped either way.
+func attempt(t *vm.ProgramTB, r *row) (res run, err error) {
+	defer func() {
+		t.RunCleanups()
+		if p := recover(); p != nil {
+			f, ok := p.(vm.Fatal)
+			if !ok {
+				panic(p)
+			}
+			err = fmt.Errorf("%s", f.Msg)
+		}
+	}()
+	return r.measure(t), nil
+}
+
+func report(t *vm.ProgramTB, e *env, rows []*row, runs int, out string) {
+	fmt.Printf("\nkexec benchmark: Debian %s (%.1f MB), QEMU %s, %d runs each, rows taking turns\n",
+		filepath.Base(e.vmlinuz), float64(size(e.vmlinuz))/1e6, accel(), runs)
+	fmt.Printf("images: baton %s %.1f MB; seed appliance %.1f MB\n\n", e.initrd, float64(size(e.initrd))/1e6, float64(size(e.seedInitrd))/1e6)
+	fmt.Print(table(rows))
+	data, err := json.MarshalIndent(jsonReport(e, rows, runs), "", "  ")
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
-	defer os.RemoveAll(diskDir)
-	disk := filepath.Join(diskDir, "disk.img")
-	if err := images.BuildDisk(disk, images.DiskSpec{Bootloader: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
-		Kernel: vmlinuz, Initrd: initrd, Cmdline: cmdline}); err != nil {
-		t.Fatalf("boot disk: %v", err)
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		t.Fatalf("%v", err)
 	}
-	st, _ := os.Stat(initrd)
-	kst, _ := os.Stat(vmlinuz)
-	base := vm.BootOptions{Initrd: initrd, Disk: disk, Append: "quiet", Forward: []int{vm.WebPort, vm.ControlPort},
-		Initctl: initctl, TLSDir: tlsDir, Quiet: !t.Verbose}
-	var results []method
-	for _, m := range []struct {
-		name   string
-		opts   func(vm.BootOptions) vm.BootOptions
-		action string
-	}{
-		{"kexec", func(o vm.BootOptions) vm.BootOptions { o.Kernel = vmlinuz; return o }, "kexec"},
-		{"reboot-seabios", func(o vm.BootOptions) vm.BootOptions { o.Kernel, o.Reboot = vmlinuz, true; return o }, "reboot"},
-		{"reboot-ovmf", func(o vm.BootOptions) vm.BootOptions { o.Reboot = true; return o }, "reboot"},
-	} {
-		if only != "" && only != m.name {
-			continue
-		}
-		fmt.Fprintf(os.Stderr, "%s: %d runs\n", m.name, runs)
-		results = append(results, measure(t, m.name, m.opts(base), m.action, runs))
-		t.RunCleanups()
-	}
-	fmt.Printf("kexec benchmark: demo appliance, Debian %s, initramfs %.1f MB, kernel %.1f MB, QEMU TCG, %d runs each\n\n",
-		filepath.Base(vmlinuz), float64(st.Size())/1e6, float64(kst.Size())/1e6, runs)
-	fmt.Print(table(results))
-	data, _ := json.MarshalIndent(map[string]any{"kernel": filepath.Base(vmlinuz), "initramfs_bytes": st.Size(), "methods": results}, "", "  ")
-	os.MkdirAll(filepath.Dir(out), 0o755)
 	if err := os.WriteFile(out, data, 0o644); err != nil {
 		t.Fatalf("%v", err)
 	}
 	fmt.Printf("\nJSON: %s\n", out)
 }
 
-// measure boots once and reboots runs times with action, timing each from outside.
-func measure(t *vm.ProgramTB, name string, opts vm.BootOptions, action string, runs int) method {
-	g := vm.Boot(t, opts)
-	g.WaitFor(`baton: all services started`, 180*time.Second)
-	p := vm.StartPoller(g, vm.WebPort)
-	defer p.End()
-	res := method{Name: name}
-	for i := 0; i < runs; i++ {
-		time.Sleep(500 * time.Millisecond) // steady state: the poller has good answers before
-		cmd := time.Now()
-		if out, code := g.Initctl(t, action); code != 0 {
-			t.Fatalf("%s: initctl %s: %d %s", name, action, code, out)
-		}
-		// The breakdown is read from baton's own console lines (printed whatever the kernel's
-		// log level) and the new kernel's clock at /init, so it holds with "quiet" too.
-		r := run{Breakdown: map[string]time.Duration{}}
-		_, asked := g.WaitForAt(`baton: (power|kexec) request`, 60*time.Second)
-		r.Breakdown["API call (TLS under TCG)"] = asked.Sub(cmd)
-		start := asked
-		if action == "kexec" {
-			_, loaded := g.WaitForAt(`baton: kexec kernel loaded`, 60*time.Second)
-			r.Breakdown["load (services up)"] = loaded.Sub(asked)
-			start = loaded
-		}
-		_, down := g.WaitForAt(`baton: shutdown complete`, 60*time.Second)
-		line, initAt := g.WaitForAt(`baton: baton starting as PID 1`, 120*time.Second)
-		var k2i time.Duration
-		if m := kernelToInit.FindStringSubmatch(line); m != nil {
-			k2i, _ = time.ParseDuration(m[1])
-		}
-		_, webReady := g.WaitForAt(`baton: ready service=web`, 120*time.Second)
-		g.WaitFor(`baton: all services started`, 120*time.Second)
-		gap := p.WaitGap(t, initAt, 120*time.Second)
-		jumpName := "jump: purgatory, decompression"
-		if action != "kexec" {
-			jumpName = "firmware, loader, decompression"
-		}
-		r.Breakdown["shutdown"] = down.Sub(start)
-		r.Breakdown[jumpName] = initAt.Sub(down) - k2i
-		r.Breakdown["kernel to /init"] = k2i
-		r.Breakdown["/init to web ready"] = webReady.Sub(initAt)
-		r.Breakdown["web ready to first answer"] = gap.To.Sub(webReady)
-		r.Downtime = gap.Length()
-		r.FirstReply = gap.To.Sub(cmd)
-		fmt.Fprintf(os.Stderr, "  %s run %d: downtime %v\n", name, i+1, r.Downtime.Round(time.Millisecond))
-		res.Runs = append(res.Runs, r)
+func size(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0
 	}
-	g.Initctl(t, "poweroff")
-	g.WaitExit(60 * time.Second)
-	return res
+	return st.Size()
 }
 
-func stats(ds []time.Duration) (min, med, max time.Duration) {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[0], s[len(s)/2], s[len(s)-1]
-}
-
-func table(ms []method) string {
-	var b strings.Builder
-	sec := func(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
-	fmt.Fprintf(&b, "%-18s %10s %10s %10s   %s\n", "HTTP downtime", "min", "median", "max", "command → first answer (median)")
-	medians := map[string]time.Duration{}
-	for _, m := range ms {
-		var d, f []time.Duration
-		for _, r := range m.Runs {
-			d, f = append(d, r.Downtime), append(f, r.FirstReply)
-		}
-		lo, med, hi := stats(d)
-		_, fmed, _ := stats(f)
-		medians[m.Name] = med
-		fmt.Fprintf(&b, "%-18s %10s %10s %10s   %s\n", m.Name, sec(lo), sec(med), sec(hi), sec(fmed))
+func accel() string {
+	if a := os.Getenv("BATON_QEMU_ACCEL"); a != "" {
+		return strings.ToUpper(a)
 	}
-	if k, ok := medians["kexec"]; ok {
-		for _, other := range []string{"reboot-ovmf", "reboot-seabios"} {
-			if o, ok := medians[other]; ok {
-				fmt.Fprintf(&b, "ratio %s / kexec (medians): %.2f\n", other, o.Seconds()/k.Seconds())
-			}
-		}
-	}
-	for _, m := range ms {
-		fmt.Fprintf(&b, "\n%s breakdown (median of %d):\n", m.Name, len(m.Runs))
-		keys := []string{"API call (TLS under TCG)", "load (services up)", "shutdown", "jump: purgatory, decompression", "firmware, loader, decompression", "kernel to /init", "/init to web ready", "web ready to first answer"}
-		for _, k := range keys {
-			var ds []time.Duration
-			for _, r := range m.Runs {
-				if v, ok := r.Breakdown[k]; ok {
-					ds = append(ds, v)
-				}
-			}
-			if len(ds) == 0 {
-				continue
-			}
-			_, med, _ := stats(ds)
-			fmt.Fprintf(&b, "  %-32s %s\n", k, sec(med))
-		}
-	}
-	return b.String()
+	return "TCG"
 }
