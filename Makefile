@@ -119,8 +119,9 @@ vet:
 # The supervisor core and what talks to it run under the race detector (it needs cgo: gcc
 # comes with interop); the model test is part of services'.
 RACE_PKGS := ./services/ ./handoff/... ./control/ ./init/
-unit: interop daemons
-	BATON_REQUIRE_INTEROP=1 $(GO) test -count=1 $$($(GO) list ./... | grep -v '/qemu-tests$$' | grep -v -e '/services$$' -e '/handoff$$' -e '/handoff/client$$' -e '/control$$' -e '/init$$')
+# kernel: the kexec package's tests extract and relocate Debian's two kernels.
+unit: interop daemons kernel
+	BATON_REQUIRE_INTEROP=1 BATON_REQUIRE_KERNEL=1 $(GO) test -count=1 $$($(GO) list ./... | grep -v '/qemu-tests$$' | grep -v -e '/services$$' -e '/handoff$$' -e '/handoff/client$$' -e '/control$$' -e '/init$$')
 	BATON_REQUIRE_INTEROP=1 CGO_ENABLED=1 $(GO) test -race -count=1 $(RACE_PKGS)
 
 # Native Go fuzzing, each target for FUZZTIME (go test runs their seeds, in testdata/fuzz and

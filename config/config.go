@@ -72,6 +72,9 @@ type Kexec struct {
 	Initrd  string `toml:"initrd"`  // e.g. /boot/initramfs.img; "" for none
 	Cmdline string `toml:"cmdline"` // "reuse" (default): the running kernel's, without one-shot parameters
 	Append  string `toml:"append"`  // added to the command line
+	// Method: "fast" (default; kexec_load of the kernel decompressed by baton, falling back to
+	// "file" when refused) or "file" (kexec_file_load).
+	Method string `toml:"method"`
 }
 
 // Control configures the control API. The local socket always exists; the remote listener

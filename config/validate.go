@@ -80,6 +80,9 @@ func (c *Config) validate() []problem {
 	if c.Kexec.Kernel != "" && !path.IsAbs(c.Kexec.Kernel) {
 		add("kexec.kernel", "%s must be an absolute path", quote(c.Kexec.Kernel))
 	}
+	if m := c.Kexec.Method; m != "" && m != "fast" && m != "file" {
+		add("kexec.method", "%s: fast or file", quote(m))
+	}
 	if c.Kexec.Initrd != "" && !path.IsAbs(c.Kexec.Initrd) {
 		add("kexec.initrd", "%s must be an absolute path", quote(c.Kexec.Initrd))
 	}

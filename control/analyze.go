@@ -49,6 +49,9 @@ func writeTimeline(out io.Writer, t Timeline) error {
 	}
 	if len(t.Previous) > 0 {
 		fmt.Fprintf(tw, "\nprevious shutdown (%s):\t\t\t\t\n", t.PreviousAction)
+		if t.PreviousKexec != "" {
+			fmt.Fprintf(tw, "  kernel loaded with %s\t\t\t\t\n", t.PreviousKexec)
+		}
 		for _, e := range t.Previous {
 			fmt.Fprintf(tw, "%s\t%s\t\t%s\t\n", ms(e.At), ms(e.Took), e.Name)
 		}

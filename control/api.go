@@ -44,6 +44,9 @@ type Timeline struct {
 	// Previous holds the shutdown steps of the boot before, when known (read from /boot).
 	Previous       []TimelineEntry `json:"previous,omitempty"`
 	PreviousAction string          `json:"previous_action,omitempty"` // reboot, kexec, …
+	// PreviousKexec says how the kernel of this boot was loaded, when a kexec started it: the
+	// method, and why the fast one was not used.
+	PreviousKexec string `json:"previous_kexec,omitempty"`
 	// Update says how the last initctl update ended, when it was not confirmed.
 	Update string `json:"update,omitempty"`
 }
@@ -70,6 +73,7 @@ type KexecRequest struct {
 	ReuseCmdline bool   `json:"reuse_cmdline,omitempty"`
 	LoadOnly     bool   `json:"load_only,omitempty"` // load, do not stop anything
 	Unload       bool   `json:"unload,omitempty"`
+	Method       string `json:"method,omitempty"` // "fast" or "file"; "" takes [kexec] method
 }
 
 // KexecResult says what was loaded; the jump follows the shutdown unless LoadOnly.
@@ -81,4 +85,9 @@ type KexecResult struct {
 	LoadMs  int64  `json:"load_ms"`
 	Jumping bool   `json:"jumping"` // services are stopping; the new kernel follows
 	Note    string `json:"note,omitempty"`
+	// Method is the one that loaded the kernel ("fast" or "file"); Fallback says why the fast
+	// method was not used when it was asked for; KASLR what happened to it (fast method).
+	Method   string `json:"method,omitempty"`
+	Fallback string `json:"fallback,omitempty"`
+	KASLR    string `json:"kaslr,omitempty"`
 }

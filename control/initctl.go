@@ -30,7 +30,9 @@ const (
 const initctlUsage = `usage: initctl [--socket PATH | --remote HOST:PORT --tls-dir DIR] COMMAND [ARGS]
 
 Commands:
-  status [NAME] [--json]      services: state, pid, uptime, restarts, last exit
+  status [NAME...] [--json] [-n N]
+                              services: state, pid, uptime, restarts, last exit; with names,
+                              each in full: command line, memory, process tree, last N lines (10)
   start NAME...               start (and wait until ready)
   stop NAME...                stop (stop signal, then SIGKILL after stop_timeout)
   restart NAME...             stop, start, wait until ready
@@ -46,6 +48,9 @@ Commands:
   cat NAME...                 the service's block of the config file
   list-dependencies NAME      what it requires and is ordered after, as a tree
   logs [-f] [-n N] NAME       a service's output (-f: follow; -n: last N lines, 0 all)
+  logs [-u NAME]... [--since WHEN] [--json] [-n N]
+                              several services' output (default: all) merged by time; WHEN:
+                              "2006-01-02 15:04:05", "15:04", "10m" (ago), today, yesterday
   reboot | poweroff | halt    stop services and power the machine (reboot: through the firmware)
   kexec [--kernel PATH] [--initrd PATH] [--append ARGS | --cmdline ARGS | --reuse-cmdline]
         [--method fast|file] [--load-only] [--unload]
@@ -98,8 +103,8 @@ func InitctlMain(args []string, stdout, stderr io.Writer) int {
 	cmd, rest := global.Arg(0), global.Args()[1:]
 	ic := &initctl{c: c, out: stdout, err: stderr}
 	run, ok := map[string]func([]string) error{
-		"status": ic.status, "start": ic.action("start"), "stop": ic.action("stop"),
-		"restart": ic.action("restart"), "upgrade": ic.upgrade, "logs": ic.logs, "reboot": ic.power("reboot"),
+		"status": ic.statusCmd, "start": ic.action("start"), "stop": ic.action("stop"),
+		"restart": ic.action("restart"), "upgrade": ic.upgrade, "logs": ic.logsCmd, "reboot": ic.power("reboot"),
 		"poweroff": ic.power("poweroff"), "halt": ic.power("halt"), "analyze": ic.analyze, "kexec": ic.kexec,
 		"reload-config": ic.reloadConfig, "update": ic.update, "rollback": ic.rollback,
 		"reload": ic.action("reload"), "kill": ic.kill, "show": ic.show, "cat": ic.cat,
@@ -345,8 +350,12 @@ func (ic *initctl) kexec(args []string) error {
 	fs.BoolVar(&req.ReuseCmdline, "reuse-cmdline", false, "")
 	fs.BoolVar(&req.LoadOnly, "load-only", false, "")
 	fs.BoolVar(&req.Unload, "unload", false, "")
+	fs.StringVar(&req.Method, "method", "", "")
 	if rest, err := parse(fs, args); err != nil || len(rest) > 0 {
-		return &usageError{"kexec takes only flags: [--kernel PATH] [--initrd PATH] [--append ARGS | --cmdline ARGS | --reuse-cmdline] [--load-only] [--unload]"}
+		return &usageError{"kexec takes only flags: [--kernel PATH] [--initrd PATH] [--append ARGS | --cmdline ARGS | --reuse-cmdline] [--method fast|file] [--load-only] [--unload]"}
+	}
+	if req.Method != "" && req.Method != "fast" && req.Method != "file" {
+		return &usageError{fmt.Sprintf("--method %q: fast or file", req.Method)}
 	}
 	if req.Cmdline != "" && (req.Append != "" || req.ReuseCmdline) {
 		return &usageError{"--cmdline replaces the command line: it does not go with --append or --reuse-cmdline"}
@@ -362,6 +371,16 @@ func (ic *initctl) kexec(args []string) error {
 		fmt.Fprintf(ic.out, "kexec: loaded %s in %dms; services are stopping, then the jump\n  initrd: %s\n  cmdline: %s\n", r.Kernel, r.LoadMs, dash(r.Initrd), r.Cmdline)
 	default:
 		fmt.Fprintf(ic.out, "kexec: loaded %s in %dms\n  initrd: %s\n  cmdline: %s\n  ", r.Kernel, r.LoadMs, dash(r.Initrd), r.Cmdline)
+	}
+	if r.Method != "" && !req.Unload {
+		fmt.Fprintf(ic.out, "  method: %s", r.Method)
+		switch {
+		case r.Fallback != "":
+			fmt.Fprintf(ic.out, " (the fast method was refused: %s)", r.Fallback)
+		case r.KASLR != "":
+			fmt.Fprintf(ic.out, " (KASLR: %s)", r.KASLR)
+		}
+		fmt.Fprintln(ic.out)
 	}
 	if r.Note != "" {
 		fmt.Fprintln(ic.out, r.Note)

@@ -139,12 +139,12 @@ stop_timeout = "2s"
 func TestKexecWhileLoadingIsRefused(t *testing.T) {
 	m := newMachine(io.Discard)
 	loading, release := make(chan struct{}), make(chan struct{})
-	loadKernel = func(kexec.Image) error {
+	loadKernel = func(kexec.Image, kexec.Method) (kexec.Result, error) {
 		close(loading)
 		<-release
-		return nil
+		return kexec.Result{Method: kexec.File}, nil
 	}
-	defer func() { loadKernel = kexec.Load }()
+	defer func() { loadKernel = kexec.LoadWith }()
 	req := control.KexecRequest{Kernel: "/boot/vmlinuz", Cmdline: "console=ttyS0", LoadOnly: true}
 	first := make(chan error, 1)
 	go func() { _, err := m.kexecRequest(req); first <- err }()

@@ -21,23 +21,30 @@ import (
 // pendingKexec is a loaded kernel waiting for the shutdown to end.
 type pendingKexec struct {
 	img        kexec.Image
-	retryAfter bool // the load failed with ENOMEM: load again once services are stopped
+	method     kexec.Method
+	note       string // how it was loaded (method, fallback, KASLR), for the next boot's analyze
+	retryAfter bool   // the load failed with ENOMEM: load again once services are stopped
 }
 
 // kexecRequest loads the kernel while everything still runs — a refused load costs no
 // downtime and its error goes back to the caller — then asks the main loop to shut down and
 // jump. Only ENOMEM is retried, after the services have freed their memory.
 func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, error) {
-	m.log.Info("kexec requested", "kernel", req.Kernel, "load_only", req.LoadOnly, "unload", req.Unload)
+	m.log.Info("kexec requested", "kernel", req.Kernel, "method", req.Method, "load_only", req.LoadOnly, "unload", req.Unload)
 	if req.Unload {
 		if err := kexec.Unload(); err != nil {
 			return control.KexecResult{}, err
 		}
 		return control.KexecResult{Note: "unloaded" + loadedNote()}, nil
 	}
-	var def struct{ kernel, initrd, cmdline, append string }
+	var def struct{ kernel, initrd, cmdline, append, method string }
 	if m.cfg != nil {
 		def.kernel, def.initrd, def.cmdline, def.append = m.cfg.Kexec.Kernel, m.cfg.Kexec.Initrd, m.cfg.Kexec.Cmdline, m.cfg.Kexec.Append
+		def.method = m.cfg.Kexec.Method
+	}
+	method, err := kexec.ParseMethod(first(req.Method, def.method))
+	if err != nil {
+		return control.KexecResult{}, err
 	}
 	img := kexec.Image{Kernel: first(req.Kernel, def.kernel), Initrd: first(req.Initrd, def.initrd)}
 	if img.Kernel == "" || img.Initrd == "" {
@@ -73,9 +80,13 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 		return control.KexecResult{}, errKexecBusy
 	}
 	start := time.Now()
-	err := loadKernel(img)
+	lr, err := loadKernel(img, method)
 	kexecLoading.Store(false)
-	res := control.KexecResult{Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: img.Cmdline, LoadMs: time.Since(start).Milliseconds()}
+	res := control.KexecResult{Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: img.Cmdline, LoadMs: time.Since(start).Milliseconds(),
+		Method: string(lr.Method), Fallback: lr.Fallback}
+	if lr.Fast != nil {
+		res.KASLR = lr.Fast.KASLR
+	}
 	retry := false
 	if err != nil {
 		if !errors.Is(err, unix.ENOMEM) || req.LoadOnly {
@@ -87,12 +98,16 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 	} else {
 		res.Loaded = true
 	}
-	m.log.Info("kexec kernel loaded", "kernel", img.Kernel, "initrd", img.Initrd, "cmdline", img.Cmdline, "took", time.Since(start))
+	if lr.Fallback != "" {
+		m.log.Warn("kexec: the fast method was refused; loaded with kexec_file_load", "reason", lr.Fallback, system.KmsgKey, true)
+	}
+	m.log.Info("kexec kernel loaded", "kernel", img.Kernel, "initrd", img.Initrd, "cmdline", img.Cmdline,
+		"how", lr.Note(), "took", time.Since(start), system.KmsgKey, true)
 	if req.LoadOnly {
 		res.Note = "not jumping; initctl kexec jumps later" + loadedNote()
 		return res, nil
 	}
-	if err := m.requestPower("control API", system.Kexec, &pendingKexec{img: img, retryAfter: retry}); err != nil {
+	if err := m.requestPower("control API", system.Kexec, &pendingKexec{img: img, method: lr.Method, note: lr.Note(), retryAfter: retry}); err != nil {
 		return res, fmt.Errorf("kexec: %w", err)
 	}
 	res.Jumping = true
@@ -100,10 +115,10 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 }
 
 // kexecLoading is true while a kexec load runs (one machine per process); loadKernel is
-// kexec.Load, a variable so a test can hold a load in progress.
+// kexec.LoadWith, a variable so a test can hold a load in progress.
 var (
 	kexecLoading atomic.Bool
-	loadKernel   = kexec.Load
+	loadKernel   = kexec.LoadWith
 	errKexecBusy = errors.New("kexec: a kexec is already in progress (a kernel is being loaded); wait for it to finish")
 )
 
@@ -144,6 +159,7 @@ type shutdownRecord struct {
 	ID     string                  `json:"id"`
 	Action string                  `json:"action"`
 	Steps  []control.TimelineEntry `json:"steps"`
+	Kexec  string                  `json:"kexec,omitempty"` // how the next kernel was loaded
 }
 
 // saveShutdown writes the shutdown steps so far to /boot, when /boot is a writable mount.
@@ -153,6 +169,11 @@ func (m *machine) saveShutdown(action system.PowerAction, steps []timing) {
 		return
 	}
 	rec := shutdownRecord{ID: m.shutdownID(), Action: action.String(), Steps: stepTimeline(steps)}
+	m.mu.Lock()
+	if m.kexec != nil && action == system.Kexec {
+		rec.Kexec = m.kexec.note
+	}
+	m.mu.Unlock()
 	data, _ := json.Marshal(rec)
 	f, err := os.Create(lastShutdownFile)
 	if err != nil {
@@ -182,7 +203,7 @@ func (m *machine) loadPreviousShutdown() {
 		return
 	}
 	m.mu.Lock()
-	m.previous, m.previousAction = rec.Steps, rec.Action
+	m.previous, m.previousAction, m.previousKexec = rec.Steps, rec.Action, rec.Kexec
 	m.mu.Unlock()
 	var total time.Duration
 	for _, s := range rec.Steps {
@@ -213,7 +234,7 @@ func (m *machine) jump() error {
 		return fmt.Errorf("kexec: no kernel loaded")
 	}
 	if p.retryAfter {
-		if err := kexec.Load(p.img); err != nil {
+		if _, err := kexec.LoadWith(p.img, p.method); err != nil {
 			return fmt.Errorf("kexec: load after stopping services: %w", err)
 		}
 	}

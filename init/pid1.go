@@ -55,6 +55,7 @@ type machine struct {
 	shutID         string
 	previous       []control.TimelineEntry // the previous shutdown, if /boot recorded it
 	previousAction string
+	previousKexec  string
 }
 
 // pid1Main boots the appliance, then waits for a power signal. It never returns: if PID 1
@@ -332,7 +333,7 @@ func (m *machine) timeline() control.Timeline {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t := control.Timeline{PID1: true, KernelToInit: m.initAt, Steps: stepTimeline(m.steps),
-		Previous: m.previous, PreviousAction: m.previousAction}
+		Previous: m.previous, PreviousAction: m.previousAction, PreviousKexec: m.previousKexec}
 	if m.readyAt > 0 {
 		t.InitToReady = m.readyAt - m.initAt
 	}
