@@ -47,7 +47,8 @@ var version string
 // reexecFault makes a test binary fail one step on purpose (-ldflags '-X
 // main.reexecFault=…'): "exit" (exits at once, whatever it is asked), "trial" (refuses the
 // state in check mode), "panic-restore" (panics while restoring), "version" (reads and writes
-// another state version). Empty in every real build.
+// another state version), "slow-restore" (waits a second before restoring). Empty in every
+// real build.
 var reexecFault string
 
 // Environment of a re-exec'd image, removed before anything else reads the environment.
@@ -428,6 +429,9 @@ func restoreEarly() {
 	v := os.Getenv(envState)
 	if v == "" {
 		return
+	}
+	if reexecFault == "slow-restore" && os.Getenv(envFailed) == "" {
+		time.Sleep(time.Second) // a test binary that widens the gap, for a process to end in it
 	}
 	in := &incoming{failed: os.Getenv(envFailed), prevFd: -1}
 	fmt.Sscan(v, &in.stateFd)

@@ -55,7 +55,10 @@ func freeAddr() (string, error) {
 // Start writes the config and starts baton; it returns once both services are running.
 // With held false, web gets no socket from baton and listens itself: the baseline of a
 // service that owns its socket.
-func Start(bin, dir string, held bool) (*Appliance, error) {
+func Start(bin, dir string, held bool) (*Appliance, error) { return StartConfig(bin, dir, held, "") }
+
+// StartConfig is Start with more of the config (extra services) appended.
+func StartConfig(bin, dir string, held bool, extra string) (*Appliance, error) {
 	a := &Appliance{Dir: dir, Bin: bin, output: &lockedBuffer{}}
 	var err error
 	if a.WebAddr, err = freeAddr(); err != nil {
@@ -79,7 +82,7 @@ func Start(bin, dir string, held bool) (*Appliance, error) {
 		}
 		return s
 	}
-	cfg := service("web", "http", a.WebAddr, held) + service("stream", "stream", a.StreamAddr, true)
+	cfg := service("web", "http", a.WebAddr, held) + service("stream", "stream", a.StreamAddr, true) + extra
 	cfgPath := filepath.Join(dir, "baton.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err

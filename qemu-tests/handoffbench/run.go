@@ -34,7 +34,6 @@ func Phase(a *Appliance, method string, cycles, workers, longLived int) Result {
 	load := &Load{Workers: workers, LongLived: longLived}
 	load.Begin(a.WebAddr, a.StreamAddr)
 	time.Sleep(300 * time.Millisecond) // steady state before the first cycle
-	type window struct{ from, to time.Time }
 	var windows []window
 	var cycleTimes []time.Duration
 	var errs []string
@@ -67,8 +66,16 @@ func Phase(a *Appliance, method string, cycles, workers, longLived int) Result {
 	}
 	time.Sleep(200 * time.Millisecond)
 	load.End()
+	return summarize(load, method, method, cycles, longLived, windows, cycleTimes, errs)
+}
 
-	r := Result{Name: method, Method: method, Cycles: cycles, LongLived: longLived, LongLost: load.longLost, LongLines: load.lines,
+// window is when one cycle ran.
+type window struct{ from, to time.Time }
+
+// summarize counts what the load saw, telling requests that started inside a cycle's window
+// from those outside.
+func summarize(load *Load, name, method string, cycles, longLived int, windows []window, cycleTimes []time.Duration, errs []string) Result {
+	r := Result{Name: name, Method: method, Cycles: cycles, LongLived: longLived, LongLost: load.longLost, LongLines: load.lines,
 		LostWhy: load.longErrs, CycleTimes: percentiles(cycleTimes), Errors: errs}
 	var steady, during []time.Duration
 	for _, q := range load.requests {
