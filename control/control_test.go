@@ -294,7 +294,8 @@ func TestInitctl(t *testing.T) {
 		{[]string{"status", "nope"}, ExitUnknown, "", `unknown service "nope"`},
 		{[]string{"restart", "echo"}, ExitOK, "echo: running in", ""},
 		{[]string{"stop", "idle"}, ExitOK, "idle: stopped", ""},
-		{[]string{"logs"}, ExitUsage, "", "exactly one service name"},
+		{[]string{"logs"}, ExitOK, "echo: hello", ""}, // every service, merged by time
+		{[]string{"logs", "-f"}, ExitUsage, "", "exactly one service"},
 		{[]string{"analyze"}, ExitOK, "service echo", ""},
 		{[]string{"poweroff"}, ExitFailed, "", "not PID 1"},
 		{[]string{"frobnicate"}, ExitUsage, "", `unknown command "frobnicate"`},
