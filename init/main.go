@@ -25,7 +25,9 @@ func main() {
 	case filepath.Base(os.Args[0]) == "modprobe":
 		os.Exit(modprobeMain(os.Args[1:]))
 	case os.Getpid() == 1:
-		restoreEarly()
+		if restoreEarly(); restoring != nil {
+			pid1Restored() // never returns
+		}
 		pid1Main() // never returns
 	default:
 		restoreEarly()

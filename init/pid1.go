@@ -315,6 +315,7 @@ func (m *machine) startControl() error {
 	m.srv = &control.Server{SV: sv, Log: m.log, Timeline: m.timeline, Kexec: m.kexecRequest,
 		Power:        func(a system.PowerAction) error { return m.requestPower("control API", a, nil) },
 		ReloadConfig: configReloader(m.log, sv, m.configPath), ConfigFile: m.configPath, Update: m.updater.Load}
+	m.srv.Reexec = m.newReexecer() // reexec_pid1.go
 	if startLocalControl(m.log, m.srv, runDir) == nil {
 		return fmt.Errorf("no control API")
 	}

@@ -73,8 +73,11 @@ func CopyToMemfd(name string, r io.Reader) (*os.File, string, error) {
 }
 
 // SelfDigest is the SHA-256 of the running binary (/proc/self/exe).
-func SelfDigest() (string, error) {
-	f, err := os.Open("/proc/self/exe")
+func SelfDigest() (string, error) { return FileDigest("/proc/self/exe") }
+
+// FileDigest is the SHA-256 of the file at path.
+func FileDigest(path string) (string, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
