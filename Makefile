@@ -29,7 +29,7 @@ HOSTFWD     = $(subst $(empty) ,,$(foreach f,$(subst $(comma), ,$(FORWARDS)),$(c
 
 BINS := $(OUT)/bin/init $(OUT)/bin/initctl $(OUT)/bin/web $(OUT)/bin/stream $(OUT)/bin/testsvc
 
-.PHONY: run-uefi all run test unit fuzz qemu-test image bench bench-handoff bench-kexec bench-update deps qemu kernel interop daemons vet clean
+.PHONY: run-uefi all run test unit fuzz qemu-test image bench bench-handoff bench-kexec bench-update bench-reexec deps qemu kernel interop daemons vet clean
 all: image
 
 # --- dependencies a fresh machine lacks -------------------------------------------------
@@ -128,7 +128,7 @@ unit: interop daemons kernel
 # f.Add, as part of unit). A finding is written to the package's testdata/fuzz: commit it as a
 # regression case.
 FUZZTIME ?= 60s
-FUZZ_TARGETS := ./config/:FuzzParse ./handoff/:FuzzParseNotify ./control/:FuzzHandler
+FUZZ_TARGETS := ./config/:FuzzParse ./handoff/:FuzzParseNotify ./control/:FuzzHandler ./reexec/:FuzzDecode
 fuzz:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
@@ -140,7 +140,7 @@ qemu-test: deps
 test: vet unit qemu-test
 
 # Benchmarks print a table and write JSON to out/bench/.
-bench: bench-handoff bench-kexec bench-update
+bench: bench-handoff bench-kexec bench-update bench-reexec
 
 bench-kexec: image
 	$(GO) run ./qemu-tests/cmd/bench-kexec -runs $(or $(RUNS),3) -o $(OUT)/bench/kexec.json
@@ -148,6 +148,11 @@ bench-kexec: image
 # initctl update: in place vs kexec vs firmware reboot, under a host-side poller (OVMF boot).
 bench-update: image
 	$(GO) run ./qemu-tests/cmd/bench-update -runs $(or $(RUNS),3) -o $(OUT)/bench/update.json
+
+# initctl reexec: pause and latency under load on the host, then as PID 1 under QEMU beside a
+# kexec of the same appliance.
+bench-reexec: image
+	$(GO) run ./qemu-tests/cmd/bench-reexec -qemu -qemu-cycles $(or $(RUNS),3) -o $(OUT)/bench/reexec.json
 
 bench-handoff: image
 	$(GO) run ./qemu-tests/cmd/bench-handoff -qemu -o $(OUT)/bench/handoff.json
