@@ -142,8 +142,12 @@ test: vet unit qemu-test
 # Benchmarks print a table and write JSON to out/bench/.
 bench: bench-handoff bench-kexec bench-update bench-reexec
 
+# Reboot downtime under a host-side poller, one kernel, rows taking turns: the seed's own method
+# (busybox + Debian's kexec-tools, kexec -l then -e; its packages are fetched with apt-get
+# download into out/seedref, nothing installed), baton's fast and file kexec, SeaBIOS and OVMF
+# reboots. RUNS reboots per row (default 3); ONLY=seed-kexec,kexec-fast,… picks rows.
 bench-kexec: image
-	$(GO) run ./qemu-tests/cmd/bench-kexec -runs $(or $(RUNS),3) -o $(OUT)/bench/kexec.json
+	$(GO) run ./qemu-tests/cmd/bench-kexec -runs $(or $(RUNS),3) $(if $(ONLY),-only $(ONLY)) -o $(OUT)/bench/kexec.json
 
 # initctl update: in place vs kexec vs firmware reboot, under a host-side poller (OVMF boot).
 bench-update: image

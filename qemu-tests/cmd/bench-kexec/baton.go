@@ -17,6 +17,7 @@ import (
 type env struct {
 	vmlinuz, modules   string
 	initrd, disk       string // baton's image and its boot disk (kernel and image in slot a)
+	initrdFrom         string // where the image was copied from
 	initctl, tlsDir    string
 	seedInitrd         string
 	seedDisk           string
@@ -37,25 +38,29 @@ const (
 
 func setup(t *vm.ProgramTB, initrd, initctl, tlsDir, seedDir string) *env {
 	vmlinuz, modules := vm.Kernel(t, "amd64")
-	e := &env{vmlinuz: vmlinuz, modules: modules, initrd: initrd, initctl: initctl, tlsDir: tlsDir}
+	e := &env{vmlinuz: vmlinuz, modules: modules, initrdFrom: initrd}
 	dir, err := os.MkdirTemp("", "bench-kexec")
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
 	e.tmpDir = dir
-	for _, f := range []string{initrd, initctl} {
-		if _, err := os.Stat(f); err != nil {
+	// The run's own copies: the checkout's out/ may be rebuilt while the benchmark runs, and a
+	// boot disk made from one image then no longer matches the image a VM boots (baton would
+	// not know its slot).
+	e.initrd, e.initctl, e.tlsDir = filepath.Join(dir, "initramfs.img"), filepath.Join(dir, "initctl"), filepath.Join(dir, "tls")
+	for _, c := range [][2]string{{initrd, e.initrd}, {initctl, e.initctl}, {tlsDir, e.tlsDir}} {
+		if err := copyPath(c[0], c[1]); err != nil {
 			t.Fatalf("%v (make image builds it)", err)
 		}
 	}
 	e.disk = filepath.Join(dir, "disk.img")
-	if err := images.BuildDisk(e.disk, images.DiskSpec{Bootloader: bootloader, Kernel: vmlinuz, Initrd: initrd, Cmdline: cmdline}); err != nil {
+	if err := images.BuildDisk(e.disk, images.DiskSpec{Bootloader: bootloader, Kernel: vmlinuz, Initrd: e.initrd, Cmdline: cmdline}); err != nil {
 		t.Fatalf("baton's boot disk: %v (make qemu installs systemd-boot-efi)", err)
 	}
 	if _, err := os.Stat(ovmfCode); err != nil {
 		e.ovmfMissing = fmt.Sprintf("not available: no UEFI firmware (%v); make qemu installs it (Debian package ovmf)", err)
 	}
-	e.fastMissing = fastMethodMissing(initctl)
+	e.fastMissing = fastMethodMissing(e.initctl)
 	e.seedInitrd, e.seedDisk, e.seedErr = buildSeed(seedDir, dir, vmlinuz, modules)
 	return e
 }
@@ -111,7 +116,8 @@ func (e *env) rows() []*row {
 
 var (
 	kernelToInit = regexp.MustCompile(`kernel_to_init=(\S+)`)
-	kexecMethod  = regexp.MustCompile(`method=(\S+)`)
+	// how="method fast (xz payload extracted in 1.2s; KASLR: …)", or "method file (fast refused: …)".
+	kexecHow = regexp.MustCompile(`how=("[^"]*"|\S+)`)
 )
 
 // measureBaton boots baton's demo appliance, waits until it serves, and takes one reboot with
@@ -135,8 +141,8 @@ func (e *env) measureBaton(t *vm.ProgramTB, boot func(vm.BootOptions) vm.BootOpt
 	if args[0] == "kexec" {
 		line, loaded := g.WaitForAt(`baton: kexec kernel loaded`, 60*time.Second)
 		r.Steps[stepLoad] = loaded.Sub(asked)
-		if m := kexecMethod.FindStringSubmatch(line); m != nil {
-			r.Note = "method=" + m[1]
+		if m := kexecHow.FindStringSubmatch(line); m != nil {
+			r.Note = strings.Trim(m[1], `"`)
 		}
 		start = loaded
 	}
@@ -156,4 +162,32 @@ func (e *env) measureBaton(t *vm.ProgramTB, boot func(vm.BootOptions) vm.BootOpt
 	r.Downtime = gap.Length()
 	r.FirstAnswer = gap.To.Sub(cmd)
 	return r
+}
+
+// copyPath copies a file, or a directory's files, keeping their modes (a private key stays 0600).
+func copyPath(src, dst string) error {
+	st, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, st.Mode().Perm())
+	}
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := copyPath(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }

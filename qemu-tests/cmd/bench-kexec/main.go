@@ -147,7 +147,7 @@ func attempt(t *vm.ProgramTB, r *row) (res run, err error) {
 func report(t *vm.ProgramTB, e *env, rows []*row, runs int, out string) {
 	fmt.Printf("\nkexec benchmark: Debian %s (%.1f MB), QEMU %s, %d runs each, rows taking turns\n",
 		filepath.Base(e.vmlinuz), float64(size(e.vmlinuz))/1e6, accel(), runs)
-	fmt.Printf("images: baton %s %.1f MB; seed appliance %.1f MB\n\n", e.initrd, float64(size(e.initrd))/1e6, float64(size(e.seedInitrd))/1e6)
+	fmt.Printf("images: baton %s %.1f MB; seed appliance %.1f MB\n\n", e.initrdFrom, float64(size(e.initrd))/1e6, float64(size(e.seedInitrd))/1e6)
 	fmt.Print(table(rows))
 	data, err := json.MarshalIndent(jsonReport(e, rows, runs), "", "  ")
 	if err != nil {
