@@ -38,18 +38,18 @@ func (m *machine) bootGraph() []step {
 	steps := []step{
 		{name: "ctrl-alt-del to SIGINT", run: system.CtrlAltDelToSignal},
 		{name: stepHostname, run: m.setHostname},
-		{name: stepModules, run: m.loadModules},
+		{name: stepModules, background: true, run: m.loadModules},
 		// As early as the device can exist: after a kexec the old kernel's timer is counting.
 		{name: "start watchdog", after: []string{stepModules}, run: m.startWatchdog},
-		{name: stepMounts, after: []string{stepModules}, run: m.mountConfigured},
-		{name: "watch power button", after: []string{stepModules}, run: m.watchPowerButton},
+		{name: stepMounts, after: []string{stepModules}, background: true, run: m.mountConfigured},
+		{name: "watch power button", after: []string{stepModules}, background: true, run: m.watchPowerButton},
 		{name: stepCgroups, run: m.setupCgroups},
 		// Binds the services' held sockets too, and serves initctl while the services start.
 		{name: stepControl, after: []string{stepCgroups}, run: m.startControl},
 		// After the held sockets are bound: no SYN meets an address without a listener.
 		{name: stepNetwork, after: []string{stepModules, stepControl}, run: m.configureNetwork},
 		// The updater reads the image slots on /boot.
-		{name: stepUpdates, after: []string{stepControl, stepMounts}, run: m.prepareUpdates},
+		{name: stepUpdates, after: []string{stepControl, stepMounts}, background: true, run: m.prepareUpdates},
 	}
 	services, early := m.serviceSteps()
 	steps = append(steps, services...)
@@ -63,7 +63,7 @@ func (m *machine) bootGraph() []step {
 		step{name: "confirm update", after: append(all, stepUpdates), run: m.confirmUpdate},
 		// After the services that start early: its TLS setup is CPU their start should not
 		// wait for. An address of its own needs the network.
-		step{name: "start remote control API", after: m.remoteAfter(early), run: m.startRemoteControl})
+		step{name: "start remote control API", after: m.remoteAfter(early), background: true, run: m.startRemoteControl})
 	return steps
 }
 

@@ -58,6 +58,10 @@ func runGraph(log *slog.Logger, steps []step) []timing {
 			if len(failed) > 0 {
 				log.Warn("step runs although what it waits for failed", "step", s.name, "failed", strings.Join(failed, ", "))
 			}
+			if s.background {
+				// This goroutine ends with the step, and its thread with it.
+				_ = system.LowerThreadPriority(system.BackgroundNice)
+			}
 			start := time.Now()
 			n.t.Err = runContained(log, s)
 			n.t.end = time.Now()

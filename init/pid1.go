@@ -278,8 +278,19 @@ func (m *machine) loadModules() error {
 	if v, ok := m.cmdline.Get("baton.modules"); ok && v != "" {
 		want = append(want, strings.Split(v, ",")...)
 	}
-	listed, errListed := loader.Load(want...)
+	// Low priority, so the services' start gets the CPU first; the listed modules and those for
+	// the devices present load at the same time (the loader waits for a module both want).
+	loader.Nice = system.BackgroundNice
+	var listed []string
+	var errListed error
+	listedDone := make(chan struct{})
+	go func() {
+		defer close(listedDone)
+		defer system.Recover(m.log, "load listed modules")
+		listed, errListed = loader.Load(want...)
+	}()
 	plugged, errPlug := loader.Coldplug()
+	<-listedDone
 	m.log.Info("modules loaded", "listed", strings.Join(listed, ","), "for_devices", strings.Join(plugged, ","))
 	return errors.Join(errListed, errPlug)
 }

@@ -12,7 +12,10 @@ type step struct {
 	name    string
 	after   []string // the steps it waits for (runGraph only); each listed before it
 	service string   // the service a boot step starts, if it starts one
-	run     func() error
+	// background: runGraph runs it at system.BackgroundNice, so what the services' start
+	// needs gets the CPU first (it matters on a machine with one CPU).
+	background bool
+	run        func() error
 }
 
 // timing is how long a step took; the boot keeps them for the console and for later analysis.

@@ -116,6 +116,22 @@ func (ix *Index) Order(names ...string) ([]string, error) {
 	return out, nil
 }
 
+// needs lists what must be loaded before name: its dependencies and the soft ones before it
+// that the image carries (as Order puts them).
+func (ix *Index) needs(name string) []string {
+	m := ix.Modules[name]
+	out := make([]string, 0, len(m.Depends)+len(m.Pre))
+	for _, d := range m.Depends {
+		out = append(out, Name(d))
+	}
+	for _, p := range m.Pre {
+		if _, ok := ix.Modules[Name(p)]; ok {
+			out = append(out, Name(p))
+		}
+	}
+	return out
+}
+
 // visitSoft orders soft dependencies that the image carries; the others are skipped.
 func (ix *Index) visitSoft(names []string, from string, visit func(name, from string) error) {
 	for _, n := range names {

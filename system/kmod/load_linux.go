@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/system"
 )
 
 // Loader loads modules from an index with finit_module(2).
@@ -22,9 +24,13 @@ type Loader struct {
 	// Params are module parameters by module name ("stop_on_reboot=0"), what modprobe.d's
 	// options lines give modprobe. Set before the first Load.
 	Params map[string]string
+	// Nice: module loads run on threads at this nice value (0: the caller's priority).
+	Nice int
 
-	mu     sync.Mutex
-	loaded map[string]bool
+	mu         sync.Mutex
+	loaded     map[string]bool
+	loading    map[string]chan struct{} // closed when that module's load has ended
+	insertFunc func(name string) error  // tests: instead of finit_module
 }
 
 // NewLoader returns a loader for the modules of the running kernel below root.
@@ -38,7 +44,7 @@ func NewLoader(root string, log *slog.Logger) (*Loader, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Loader{Index: ix, Dir: Dir(root, release), Log: log, loaded: map[string]bool{}}
+	l := &Loader{Index: ix, Dir: Dir(root, release), Log: log, loaded: map[string]bool{}, loading: map[string]chan struct{}{}}
 	l.readProcModules()
 	return l, nil
 }
@@ -55,34 +61,92 @@ func (l *Loader) readProcModules() {
 	}
 }
 
-// Load loads the named modules and their dependencies, dependencies first. It returns the
-// modules it loaded now, and the first error (it goes on past a failed module).
+// Load loads the named modules and their dependencies, each module after its dependencies,
+// and modules that do not depend on each other at the same time: finit_module runs the
+// module's init, a driver's probe included, in the caller, and one slow probe (virtio_pci
+// finding the disk and the network card) need not hold up the rest. It returns the modules it
+// loaded now, in dependency order, and the first error (it goes on past a failed module).
 func (l *Loader) Load(names ...string) ([]string, error) {
 	order, err := l.Index.Order(names...)
 	if err != nil {
 		return nil, err
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	ended := make(map[string]chan struct{}, len(order))
+	after := make(map[string][]string, len(order)) // a post soft dependency waits for its module
+	for _, name := range order {
+		ended[name] = make(chan struct{})
+		for _, p := range l.Index.Modules[name].Post {
+			after[Name(p)] = append(after[Name(p)], name)
+		}
+	}
+	loadedNow := make([]bool, len(order))
+	errs := make([]error, len(order))
+	var wg sync.WaitGroup
+	for i, name := range order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(ended[name])
+			if l.Nice != 0 {
+				_ = system.LowerThreadPriority(l.Nice)
+			}
+			for _, d := range append(l.Index.needs(name), after[name]...) {
+				if ch, ok := ended[d]; ok {
+					<-ch
+				}
+			}
+			loadedNow[i], errs[i] = l.loadOne(name)
+		}()
+	}
+	wg.Wait()
 	var done []string
 	var first error
-	for _, name := range order {
-		if l.loaded[name] {
-			continue
+	for i, name := range order {
+		if loadedNow[i] {
+			done = append(done, name)
 		}
-		start := time.Now()
-		if err := l.insert(name); err != nil {
-			if first == nil {
-				first = err
-			}
-			l.Log.Error("module load failed", "module", name, "err", err)
-			continue
+		if errs[i] != nil && first == nil {
+			first = errs[i]
 		}
-		l.loaded[name] = true
-		done = append(done, name)
-		l.Log.Debug("module loaded", "module", name, "took", time.Since(start))
 	}
 	return done, first
+}
+
+// loadOne loads a module unless it is loaded or being loaded; then it waits for that load.
+func (l *Loader) loadOne(name string) (bool, error) {
+	l.mu.Lock()
+	if l.loaded[name] {
+		l.mu.Unlock()
+		return false, nil
+	}
+	if ch, ok := l.loading[name]; ok {
+		l.mu.Unlock()
+		<-ch
+		return false, nil
+	}
+	ch := make(chan struct{})
+	l.loading[name] = ch
+	l.mu.Unlock()
+
+	start := time.Now()
+	insert := l.insert
+	if l.insertFunc != nil {
+		insert = l.insertFunc
+	}
+	err := insert(name)
+	l.mu.Lock()
+	delete(l.loading, name)
+	if err == nil {
+		l.loaded[name] = true
+	}
+	l.mu.Unlock()
+	close(ch)
+	if err != nil {
+		l.Log.Error("module load failed", "module", name, "err", err)
+		return false, err
+	}
+	l.Log.Debug("module loaded", "module", name, "took", time.Since(start))
+	return true, nil
 }
 
 func (l *Loader) insert(name string) error {

@@ -1,0 +1,99 @@
+package kmod
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeLoader loads from testIndex through insert instead of finit_module.
+func fakeLoader(insert func(name string) error) *Loader {
+	return &Loader{Index: testIndex, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		loaded: map[string]bool{}, loading: map[string]chan struct{}{}, insertFunc: insert}
+}
+
+type loadLog struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (l *loadLog) add(s string) { l.mu.Lock(); l.got = append(l.got, s); l.mu.Unlock() }
+
+// Each module is inserted after its dependencies (and after the module whose post soft
+// dependency it is) have ended.
+func TestLoadDependenciesFirst(t *testing.T) {
+	var log loadLog
+	l := fakeLoader(func(name string) error { log.add("begin " + name); log.add("end " + name); return nil })
+	done, err := l.Load("virtio_net", "virtio_pci", "vfat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(done) != 8 {
+		t.Errorf("loaded %v, want 8 modules", done)
+	}
+	for _, pair := range [][2]string{{"virtio_ring", "virtio_net"}, {"virtio", "virtio_net"}, {"failover", "net_failover"},
+		{"net_failover", "virtio_net"}, {"virtio_ring", "virtio_pci"}, {"vfat", "nls_cp437"}} {
+		if slices.Index(log.got, "end "+pair[0]) > slices.Index(log.got, "begin "+pair[1]) {
+			t.Errorf("%s began before %s ended: %v", pair[1], pair[0], log.got)
+		}
+	}
+}
+
+// Modules that do not depend on each other load at the same time: each of these two waits for
+// the other to begin, which only ends if both run at once.
+func TestLoadIndependentModulesConcurrently(t *testing.T) {
+	began := map[string]chan struct{}{"virtio": make(chan struct{}), "failover": make(chan struct{})}
+	other := map[string]string{"virtio": "failover", "failover": "virtio"}
+	l := fakeLoader(func(name string) error {
+		if ch, ok := began[name]; ok {
+			close(ch)
+			select {
+			case <-began[other[name]]:
+			case <-time.After(10 * time.Second):
+				return errors.New(name + ": loaded alone")
+			}
+		}
+		return nil
+	})
+	if _, err := l.Load("virtio", "failover"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Two callers asking for the same module (the listed modules and coldplug) insert it once;
+// a failed module is reported and the others still load.
+func TestLoadOnceAndPastFailures(t *testing.T) {
+	var mu sync.Mutex
+	count := map[string]int{}
+	l := fakeLoader(func(name string) error {
+		mu.Lock()
+		count[name]++
+		mu.Unlock()
+		if name == "failover" {
+			return errors.New("injected")
+		}
+		return nil
+	})
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, errs[i] = l.Load("virtio_net", "virtio_pci") }()
+	}
+	wg.Wait()
+	for name, n := range count {
+		if n != 1 && name != "failover" {
+			t.Errorf("%s inserted %d times", name, n)
+		}
+	}
+	if count["virtio_pci"] != 1 || !l.loaded["virtio_pci"] || l.loaded["failover"] {
+		t.Errorf("inserted %v, loaded %v: want virtio_pci loaded, failover not", count, l.loaded)
+	}
+	if !slices.ContainsFunc(errs, func(e error) bool { return e != nil }) {
+		t.Errorf("no caller saw the failed module")
+	}
+}
