@@ -238,3 +238,34 @@ func TestPurgatory(t *testing.T) {
 		t.Fatalf("purgatory % x", p)
 	}
 }
+
+// EPERM says which refusal it is when the running kernel tells: the sysctl, or lockdown.
+func TestNotPermittedNamesTheCause(t *testing.T) {
+	dir := t.TempDir()
+	defer func(a string, b []string) { loadDisabledPath, lockdownPaths = a, b }(loadDisabledPath, lockdownPaths)
+	loadDisabledPath = filepath.Join(dir, "kexec_load_disabled")
+	lockdownPaths = []string{filepath.Join(dir, "lockdown"), filepath.Join(dir, "cmdline")}
+	write := func(p, s string) {
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(loadDisabledPath, "0\n")
+	write(lockdownPaths[1], "console=ttyS0 lockdown=integrity quiet\n")
+	if err := callError("kexec_load", unix.EPERM); !strings.Contains(err.Error(), "locked down (integrity)") {
+		t.Errorf("lockdown from the command line: %v", err)
+	}
+	write(lockdownPaths[0], "none integrity [confidentiality]\n")
+	if err := callError("kexec_load", unix.EPERM); !strings.Contains(err.Error(), "locked down (confidentiality)") {
+		t.Errorf("lockdown from securityfs: %v", err)
+	}
+	write(loadDisabledPath, "1\n")
+	if err := callError("kexec_file_load", unix.EPERM); !strings.Contains(err.Error(), "kexec_load_disabled is set") {
+		t.Errorf("sysctl: %v", err)
+	}
+	write(loadDisabledPath, "0\n")
+	write(lockdownPaths[0], "[none] integrity confidentiality\n")
+	if err := callError("kexec_load", unix.EPERM); !strings.Contains(err.Error(), "CAP_SYS_BOOT") {
+		t.Errorf("no cause known: %v, want the general hint", err)
+	}
+}

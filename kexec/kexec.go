@@ -104,7 +104,44 @@ func callError(op string, err error) error {
 	if !errors.As(err, &errno) {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	return &Error{Op: op, Errno: errno, Hint: hints[errno]}
+	hint := hints[errno]
+	if errno == unix.EPERM {
+		if why := notPermitted(); why != "" {
+			hint = why
+		}
+	}
+	return &Error{Op: op, Errno: errno, Hint: hint}
+}
+
+// Where the running kernel says why kexec is refused; variables for tests.
+var (
+	loadDisabledPath = "/proc/sys/kernel/kexec_load_disabled"
+	lockdownPaths    = []string{"/sys/kernel/security/lockdown", "/proc/cmdline"}
+)
+
+// notPermitted names the cause of an EPERM when the running kernel tells it: the sysctl, or
+// lockdown (securityfs shows the mode; without it mounted, the command line's lockdown=).
+func notPermitted() string {
+	if b, err := os.ReadFile(loadDisabledPath); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return "kernel.kexec_load_disabled is set: this kernel refuses every kexec load until the next firmware boot; use initctl reboot"
+	}
+	mode := ""
+	if b, err := os.ReadFile(lockdownPaths[0]); err == nil {
+		// "none [integrity] confidentiality": the bracketed one is in force.
+		if i, j := strings.Index(string(b), "["), strings.Index(string(b), "]"); i >= 0 && j > i {
+			mode = string(b)[i+1 : j]
+		}
+	} else if b, err := os.ReadFile(lockdownPaths[1]); err == nil {
+		for _, p := range strings.Fields(string(b)) {
+			if v, ok := strings.CutPrefix(p, "lockdown="); ok {
+				mode = v
+			}
+		}
+	}
+	if mode == "" || mode == "none" {
+		return ""
+	}
+	return "the kernel is locked down (" + mode + "): kexec_load is forbidden, and kexec_file_load takes only an image signed by a key in the kernel's keyrings (UEFI Secure Boot's db, or built in); use a signed kernel or initctl reboot"
 }
 
 func orNone(s string) string {

@@ -2,6 +2,7 @@ package qemutests
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,14 +68,38 @@ func testImage(t *testing.T, modules string) (initrd, disk string) {
 		if imageErr = os.WriteFile(imagePath, buf.Bytes(), 0o644); imageErr != nil {
 			return
 		}
+		// Two kernels no method can boot, for the kexec test's refusals.
+		truncated, unknown, err := badKernels(dir, generic[0])
+		if err != nil {
+			imageErr = err
+			return
+		}
 		diskPath = filepath.Join(dir, "disk.img")
 		imageErr = images.BuildDisk(diskPath, images.DiskSpec{Bootloader: bootloader, Kernel: generic[0], Initrd: imagePath,
-			Cmdline: "console=ttyS0 panic=-1", Files: map[string]string{"/vmlinuz-cloud": cloud[0]}})
+			Cmdline: "console=ttyS0 panic=-1", Files: map[string]string{"/vmlinuz-cloud": cloud[0],
+				"/vmlinuz-truncated": truncated, "/vmlinuz-unknown": unknown}})
 	})
 	if imageErr != nil {
 		t.Fatalf("build test image: %v", imageErr)
 	}
 	return imagePath, diskPath
+}
+
+// badKernels writes Debian's kernel cut in half, and the same kernel with its payload's magic
+// overwritten (a compression nobody knows).
+func badKernels(dir, vmlinuz string) (truncated, unknown string, err error) {
+	k, err := os.ReadFile(vmlinuz)
+	if err != nil {
+		return "", "", err
+	}
+	truncated, unknown = filepath.Join(dir, "vmlinuz-truncated"), filepath.Join(dir, "vmlinuz-unknown")
+	if err := os.WriteFile(truncated, k[:len(k)/2], 0o644); err != nil {
+		return "", "", err
+	}
+	u := append([]byte(nil), k...)
+	off := (int(u[0x1f1])+1)*512 + int(binary.LittleEndian.Uint32(u[0x248:]))
+	copy(u[off:], []byte{0xde, 0xad, 0xbe, 0xef, 0, 0})
+	return truncated, unknown, os.WriteFile(unknown, u, 0o644)
 }
 
 // testSpec is the test appliance: its config, the binaries built in dir/bin, modules for both

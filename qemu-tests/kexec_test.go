@@ -9,8 +9,11 @@ import (
 )
 
 // TestQEMUKexec boots Debian's generic kernel with the boot disk at /boot and, in one guest:
-// a refused load (not a kernel) that stops nothing; a kexec into the same kernel with a marker
-// on the command line; a kernel update by kexec into Debian's cloud kernel; then poweroff.
+// refused loads (not a kernel, by both methods; a truncated bzImage; an unknown payload
+// compression) that stop nothing; a fast kexec into the same kernel with a marker on the
+// command line; a fast kexec into Debian's cloud kernel (LZ4 payload) booted with
+// lockdown=integrity, where kexec_load is refused and the fallback is checked; then poweroff.
+// The file method's jump is TestQEMUWatchdog's ([kexec] method = "file").
 func TestQEMUKexec(t *testing.T) {
 	t.Parallel()
 	vmlinuz, modules := kernel(t, "amd64")
@@ -32,6 +35,18 @@ func TestQEMUKexec(t *testing.T) {
 		out, code := vm.Initctl(t, "kexec", "--kernel", "/etc/baton/baton.toml")
 		if code != 1 || !strings.Contains(out, "exec format error") || !strings.Contains(out, "not a kernel") || !strings.Contains(out, "/etc/baton/baton.toml") {
 			t.Errorf("kexec of a non-kernel: exit %d\n%s", code, out)
+		}
+		out, code = vm.Initctl(t, "kexec", "--method", "file", "--kernel", "/etc/baton/baton.toml")
+		if code != 1 || !strings.Contains(out, "exec format error") || !strings.Contains(out, "kexec_file_load") {
+			t.Errorf("kexec --method file of a non-kernel: exit %d\n%s", code, out)
+		}
+		// A bzImage cut short, and one whose payload has an unknown compression: the fast
+		// method reads the payload at load time and refuses both, naming the cause.
+		for file, want := range map[string]string{"/boot/vmlinuz-truncated": "truncated", "/boot/vmlinuz-unknown": "unknown payload compression"} {
+			out, code = vm.Initctl(t, "kexec", "--kernel", file)
+			if code != 1 || !strings.Contains(out, want) || !strings.Contains(out, file) {
+				t.Errorf("kexec of %s: exit %d\n%s", file, code, out)
+			}
 		}
 		out, code = vm.Initctl(t, "kexec", "--kernel", "/boot/nonexistent")
 		if code != 1 || !strings.Contains(out, "no such file") {
@@ -61,8 +76,8 @@ func TestQEMUKexec(t *testing.T) {
 	p.WaitAnswers(t, 1, 30*time.Second)
 
 	vm.Run(t, "same kernel with a marker", func(t *testing.T) {
-		out, code := vm.Initctl(t, "kexec", "--append", "baton.test.marker=first")
-		if code != 0 || !strings.Contains(out, "loaded /boot/slot-a/vmlinuz") {
+		out, code := vm.Initctl(t, "kexec", "--method", "fast", "--append", "baton.test.marker=first")
+		if code != 0 || !strings.Contains(out, "loaded /boot/slot-a/vmlinuz") || !strings.Contains(out, "method: fast (KASLR: physical") {
 			t.Fatalf("kexec: %d\n%s", code, out)
 		}
 		_, jump := vm.WaitForAt(`kexec_core: Starting new kernel`, 60*time.Second)
@@ -73,15 +88,17 @@ func TestQEMUKexec(t *testing.T) {
 		if !strings.Contains(cmdline, "baton.test.marker=first") || !regexp.MustCompile(`baton.prev=[0-9a-f]+`).MatchString(cmdline) {
 			t.Errorf("new kernel's command line %q lacks the marker", cmdline)
 		}
-		if out, _ := vm.Initctl(t, "analyze"); !strings.Contains(out, "previous shutdown (kexec)") || !strings.Contains(out, "stop services") {
+		if out, _ := vm.Initctl(t, "analyze"); !strings.Contains(out, "previous shutdown (kexec)") || !strings.Contains(out, "stop services") ||
+			!strings.Contains(out, "kernel loaded with method fast") {
 			t.Errorf("analyze does not show the previous shutdown:\n%s", out)
 		}
 	})
 
 	vm.Run(t, "kernel update to the cloud kernel", func(t *testing.T) {
 		_, before := info(t)
-		out, code := vm.Initctl(t, "kexec", "--kernel", "/boot/vmlinuz-cloud")
-		if code != 0 {
+		// The cloud kernel boots with lockdown=integrity, which forbids kexec_load (below).
+		out, code := vm.Initctl(t, "kexec", "--kernel", "/boot/vmlinuz-cloud", "--append", "lockdown=integrity")
+		if code != 0 || !strings.Contains(out, "method: fast") {
 			t.Fatalf("kexec: %d\n%s", code, out)
 		}
 		_, jump := vm.WaitForAt(`Linux version .*cloud-amd64`, 60*time.Second)
@@ -94,6 +111,31 @@ func TestQEMUKexec(t *testing.T) {
 		}
 		if strings.Contains(cmdline, "baton.test.marker") == false {
 			t.Errorf("reused command line lost the earlier marker: %q", cmdline)
+		}
+	})
+
+	vm.Run(t, "lockdown refuses the fast method", func(t *testing.T) {
+		pl := vm.Poll(webPort, qvm.PollOptions{})
+		pl.WaitAnswers(t, 1, 30*time.Second)
+		// kexec_load is refused under lockdown; kexec_file_load then loads the image if its
+		// signature is trusted by this kernel's keyrings, else both refusals are named.
+		out, code := vm.Initctl(t, "kexec", "--load-only")
+		switch {
+		case code == 0 && strings.Contains(out, "method: file (the fast method was refused: kexec_load") && strings.Contains(out, "locked down (integrity)"):
+			t.Logf("fell back to kexec_file_load:\n%s", out)
+			if out, code := vm.Initctl(t, "kexec", "--unload"); code != 0 {
+				t.Errorf("kexec --unload: %d\n%s", code, out)
+			}
+		case code == 1 && strings.Contains(out, "both methods refused") && strings.Contains(out, "fast: kexec_load: operation not permitted — the kernel is locked down (integrity)") &&
+			strings.Contains(out, "file: kexec_file_load"):
+			t.Logf("both refused, both named:\n%s", out)
+		default:
+			t.Errorf("kexec --load-only under lockdown: exit %d\n%s", code, out)
+		}
+		vm.Get(t, webPort, "/")
+		r := pl.End()
+		if len(r.Failed) != 0 {
+			t.Errorf("web failed requests while kexec was refused: %s", r)
 		}
 	})
 
