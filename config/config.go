@@ -28,6 +28,7 @@ type Config struct {
 	Kexec    Kexec     `toml:"kexec"`
 	Update   Update    `toml:"update"`
 	Watchdog Watchdog  `toml:"watchdog"`
+	Log      Log       `toml:"log"`
 	Service  []Service `toml:"service"`
 }
 

@@ -85,3 +85,28 @@ func TestParseCommand(t *testing.T) {
 		t.Errorf("ParseCommand(/bin/true) ignores failure")
 	}
 }
+
+func TestLogConfig(t *testing.T) {
+	for _, tc := range []struct{ name, body, want string }{
+		{"journal", "[log]\ndir = \"/var/log/baton\"\nmax_size = \"512K\"\nboots = 3\n", ""},
+		{"relative dir", "[log]\ndir = \"log\"\n", `x.toml:2: log.dir: "log" must be an absolute path`},
+		{"bad size", "[log]\ndir = \"/l\"\nmax_size = \"lots\"\n", `x.toml:3: log.max_size: "lots" is not a size`},
+		{"tiny size", "[log]\ndir = \"/l\"\nmax_size = \"1K\"\n", `x.toml:3: log.max_size: "1K" is under 8K`},
+		{"boots without dir", "[log]\nboots = 3\n", `log: max_size and boots need dir`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse("x.toml", []byte(tc.body))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("want valid: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v; want an error with %q", err, tc.want)
+			case tc.want == "" && (c.Log.Size() != 512<<10 || c.Log.KeptBoots() != 3):
+				t.Errorf("size %d, boots %d", c.Log.Size(), c.Log.KeptBoots())
+			}
+		})
+	}
+	if (Log{Dir: "/l"}).Size() != DefaultLogMaxSize || (Log{Dir: "/l"}).KeptBoots() != DefaultLogBoots {
+		t.Error("defaults not applied")
+	}
+}

@@ -99,6 +99,7 @@ func (c *Config) validate() []problem {
 			add("update.trusted_keys", "key %d (%s): %v", i, quote(k), err)
 		}
 	}
+	ps = append(ps, c.Log.validate()...)
 	ps = append(ps, c.validateServices()...)
 	return ps
 }

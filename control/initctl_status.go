@@ -131,6 +131,8 @@ func (ic *initctl) logsCmd(args []string) error {
 	n := fs.Int("n", 100, "")
 	since := fs.String("since", "", "")
 	asJSON := fs.Bool("json", false, "")
+	boot := fs.Int("boot", 0, "")
+	kernel := fs.Bool("kernel", false, "")
 	var units []string
 	fs.Func("u", "", func(v string) error { units = append(units, v); return nil })
 	names, err := parse(fs, args)
@@ -139,12 +141,15 @@ func (ic *initctl) logsCmd(args []string) error {
 	}
 	names = append(units, names...)
 	if *follow {
-		if len(names) != 1 || *since != "" || *asJSON {
-			return &usageError{"logs -f follows exactly one service (without --since or --json)"}
+		if len(names) != 1 || *since != "" || *asJSON || *boot != 0 || *kernel {
+			return &usageError{"logs -f follows exactly one service (without --since, --json, --boot or --kernel)"}
 		}
 		return ic.logs([]string{"-f", "-n", fmt.Sprint(*n), names[0]})
 	}
-	lines, err := ic.c.MergedLogs(names, *since, *n)
+	if *kernel && len(names) > 0 {
+		return &usageError{"logs --kernel shows the kernel's lines: it takes no service name"}
+	}
+	lines, err := ic.c.MergedLogs(LogQuery{Names: names, Since: *since, N: *n, Boot: *boot, Kernel: *kernel})
 	if *asJSON {
 		enc := json.NewEncoder(ic.out)
 		for _, l := range lines {
@@ -154,7 +159,7 @@ func (ic *initctl) logsCmd(args []string) error {
 		}
 		return err
 	}
-	one := len(names) == 1
+	one := len(names) == 1 || *kernel
 	for _, l := range lines {
 		if one { // as before: the service is the one asked for
 			fmt.Fprintf(ic.out, "%s %s\n", l.Time.Format("15:04:05.000"), system.EscapeControls(l.Text))

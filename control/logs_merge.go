@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/baton-init/baton/services"
+	"github.com/baton-init/baton/system"
 )
 
 // Logs across services (initctl logs with no name, -u NAME…, --since): the lines each
@@ -27,8 +28,9 @@ func (s *Server) statusRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/services/{name}/processes", s.processes)
 }
 
-// mergedLogs is GET /v1/logs?u=NAME&u=…&since=WHEN&n=N: the last n lines (0: all kept) of the
-// services named (default: all), at or after since, oldest first.
+// mergedLogs is GET /v1/logs?u=NAME&u=…&since=WHEN&n=N[&boot=-1|&kernel=1]: the last n lines
+// (0: all kept) of the services named (default: all), at or after since, oldest first: kept in
+// memory, or of an earlier boot from the journal, or the kernel's ring buffer.
 func (s *Server) mergedLogs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	n := 0
@@ -48,22 +50,46 @@ func (s *Server) mergedLogs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	names := q["u"]
-	if len(names) == 0 {
-		for _, st := range s.SV.Statuses() {
-			names = append(names, st.Name)
-		}
-	}
 	var out []ServiceLogLine
-	for _, name := range names {
-		svc := s.SV.Service(name)
-		if svc == nil {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("unknown service %q", name))
+	switch boot, kernel := q.Get("boot"), q.Get("kernel"); {
+	case kernel == "1":
+		lines, err := system.ReadKmsg()
+		if lines == nil && err != nil {
+			writeError(w, http.StatusConflict, err.Error())
 			return
 		}
-		for _, l := range svc.Logs.Tail(0) {
+		for _, l := range lines {
 			if !l.Time.Before(since) {
-				out = append(out, ServiceLogLine{Service: name, LogLine: l})
+				out = append(out, ServiceLogLine{Service: "kernel", LogLine: services.LogLine{Time: l.Time, Stream: "kernel", Text: l.Text}})
 			}
+		}
+	case boot != "" && boot != "0":
+		b, err := strconv.Atoi(boot)
+		if err != nil || b > 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("boot=%q: want 0 (this boot), -1 (the one before), …", boot))
+			return
+		}
+		j := s.SV.Journal()
+		if j == nil {
+			writeError(w, http.StatusConflict, "no persistent journal ([log] dir is not set): only this boot's lines are kept, in memory")
+			return
+		}
+		byService, err := services.ReadJournal(j.Dir(), b, names)
+		if err != nil {
+			writeError(w, http.StatusConflict, err.Error())
+			return
+		}
+		for name, lines := range byService {
+			for _, l := range lines {
+				if !l.Time.Before(since) {
+					out = append(out, ServiceLogLine{Service: name, LogLine: services.LogLine{Time: l.Time, Stream: l.Stream, Text: l.Text}})
+				}
+			}
+		}
+	default:
+		var ok bool
+		if out, ok = s.ringLines(w, names, since); !ok {
+			return
 		}
 	}
 	out = MergeLogs(out)
@@ -74,6 +100,29 @@ func (s *Server) mergedLogs(w http.ResponseWriter, r *http.Request) {
 		out = []ServiceLogLine{}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// ringLines are the lines each named service (none: all) keeps in memory, at or after since.
+func (s *Server) ringLines(w http.ResponseWriter, names []string, since time.Time) ([]ServiceLogLine, bool) {
+	if len(names) == 0 {
+		for _, st := range s.SV.Statuses() {
+			names = append(names, st.Name)
+		}
+	}
+	var out []ServiceLogLine
+	for _, name := range names {
+		svc := s.SV.Service(name)
+		if svc == nil {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("unknown service %q", name))
+			return nil, false
+		}
+		for _, l := range svc.Logs.Tail(0) {
+			if !l.Time.Before(since) {
+				out = append(out, ServiceLogLine{Service: name, LogLine: l})
+			}
+		}
+	}
+	return out, true
 }
 
 // MergeLogs orders lines by time; lines of one service with the same time keep their order.
@@ -126,10 +175,25 @@ func (s *Server) processes(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, svc.Processes())
 }
 
-// MergedLogs returns the last n lines (0: all kept) of the services named (none: all),
-// at or after since ("" for no bound), merged by time.
-func (c *Client) MergedLogs(names []string, since string, n int) ([]ServiceLogLine, error) {
+// LogQuery selects lines for MergedLogs.
+type LogQuery struct {
+	Names  []string // none: all
+	Since  string   // "" for no bound (ParseSince's forms)
+	N      int      // the last N (0: all)
+	Boot   int      // 0: this boot, in memory; -1: the boot before, from the journal; …
+	Kernel bool     // the kernel's ring buffer instead of services
+}
+
+// MergedLogs returns the lines q selects, merged by time.
+func (c *Client) MergedLogs(lq LogQuery) ([]ServiceLogLine, error) {
+	names, since, n := lq.Names, lq.Since, lq.N
 	q := url.Values{"n": {strconv.Itoa(n)}}
+	if lq.Boot != 0 {
+		q.Set("boot", strconv.Itoa(lq.Boot))
+	}
+	if lq.Kernel {
+		q.Set("kernel", "1")
+	}
 	for _, name := range names {
 		q.Add("u", name)
 	}

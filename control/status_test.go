@@ -2,8 +2,10 @@ package control
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -13,14 +15,15 @@ import (
 
 	"github.com/baton-init/baton/config"
 	"github.com/baton-init/baton/services"
+	"github.com/baton-init/baton/system"
 )
 
 // serveTwo runs the API over two services that print their lines, then idle: a with a child
 // process (a tree to show), b as one process.
-func serveTwo(t *testing.T) (string, *services.Supervisor) {
+func serveTwo(t *testing.T, head ...string) (string, *services.Supervisor) {
 	t.Helper()
 	dir := t.TempDir()
-	cfg, err := config.Parse("two.toml", []byte(`
+	cfg, err := config.Parse("two.toml", []byte(strings.Join(head, "\n")+`
 [[service]]
 name = "a"
 exec = ["/bin/sh", "-c", "echo a-one; echo a-two; sleep 100 & wait"]
@@ -38,10 +41,7 @@ exec = ["/bin/sh", "-c", "echo b-one; exec sleep 100"]
 	}
 	sv.StartAll()
 	for name, n := range map[string]int{"a": 2, "b": 1} {
-		s := sv.Service(name)
-		if !s.WaitUntil(func(services.Status) bool { return len(s.Logs.Tail(0)) >= n }, 5*time.Second) {
-			t.Fatalf("%s printed %d lines; want %d", name, len(s.Logs.Tail(0)), n)
-		}
+		waitLines(t, sv.Service(name), n)
 	}
 	srv := &Server{SV: sv, Log: log}
 	sock := filepath.Join(dir, "control.sock")
@@ -56,10 +56,17 @@ exec = ["/bin/sh", "-c", "echo b-one; exec sleep 100"]
 
 func TestInitctlStatusSeveral(t *testing.T) {
 	sock, sv := serveTwo(t)
-	// a's child sleep is there once the shell forked it.
-	a := sv.Service("a")
-	if !a.WaitUntil(func(services.Status) bool { return len(a.Processes().Tree) == 2 }, 5*time.Second) {
-		t.Fatalf("a's processes: %+v; want the shell and its sleep", a.Processes().Tree)
+	// a's child is sleep once the shell forked it and it exec'd, b is sleep once it exec'd:
+	// nothing to wait on but /proc.
+	a, b := sv.Service("a"), sv.Service("b")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		tree, bp := a.Processes().Tree, b.Processes()
+		if len(tree) == 2 && tree[1].Cmdline == "sleep 100" && strings.Join(bp.Cmdline, " ") == "sleep 100" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a's processes: %+v, b's: %+v; want a's shell and its sleep, b's sleep", tree, bp.Tree)
+		}
 	}
 	out, code := initctlRun(sock, "status", "a", "b")
 	if code != 0 {
@@ -194,3 +201,65 @@ func TestMergeLogsKeepsEachServiceInOrder(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestInitctlLogsEarlierBoot(t *testing.T) {
+	logDir := t.TempDir()
+	prev := filepath.Join(logDir, "boots", "000001-0123456789abcdef")
+	os.MkdirAll(prev, 0o755)
+	os.WriteFile(filepath.Join(prev, "a.log"), []byte(`{"time":"2026-01-01T10:00:00Z","stream":"stdout","text":"a before the reboot"}`+"\n"), 0o644)
+	os.WriteFile(filepath.Join(prev, "b.log"), []byte(`{"time":"2026-01-01T10:00:01Z","stream":"stderr","text":"b before the reboot"}`+"\n"), 0o644)
+	sock, _ := serveTwo(t, "[log]", fmt.Sprintf("dir = %q", logDir))
+	out, code := initctlRun(sock, "logs", "--boot", "-1")
+	if code != 0 || !regexp.MustCompile(`\S+ a: a before the reboot\n\S+ b: b before the reboot\n$`).MatchString(out) {
+		t.Errorf("logs --boot -1: exit %d:\n%s; want both services' lines of the boot before", code, out)
+	}
+	if out, code := initctlRun(sock, "logs", "--boot", "-1", "-u", "b"); code != 0 || !strings.HasSuffix(out, " b before the reboot\n") || strings.Contains(out, "a before") {
+		t.Errorf("logs --boot -1 -u b: exit %d: %s", code, out)
+	}
+	if out, code := initctlRun(sock, "logs", "--boot", "-2"); code != ExitFailed || !strings.Contains(out, "no journal for boot -2") {
+		t.Errorf("logs --boot -2: exit %d: %s; want 1 naming the boot", code, out)
+	}
+	sockNoJournal, _ := serveTwo(t)
+	if out, code := initctlRun(sockNoJournal, "logs", "--boot", "-1"); code != ExitFailed || !strings.Contains(out, "[log] dir is not set") {
+		t.Errorf("logs --boot -1 without a journal: exit %d: %s", code, out)
+	}
+}
+
+func TestInitctlLogsKernel(t *testing.T) {
+	before, err := system.ReadKmsg()
+	if err != nil || len(before) == 0 {
+		t.Skipf("the kernel's ring buffer is not readable here (%v, %d lines)", err, len(before))
+	}
+	sock, _ := serveTwo(t)
+	out, code := initctlRun(sock, "logs", "--kernel", "-n", "0")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	found := false
+	for _, l := range before[max(0, len(before)-5):] {
+		found = found || strings.Contains(out, " "+system.EscapeControls(l.Text)+"\n")
+	}
+	if !found {
+		t.Errorf("logs --kernel has none of the ring's last lines %v", before[max(0, len(before)-5):])
+	}
+	if out, code := initctlRun(sock, "logs", "--kernel", "a"); code != ExitUsage {
+		t.Errorf("logs --kernel a: exit %d: %s; want usage", code, out)
+	}
+}
+
+// waitLines waits until s kept n lines.
+func waitLines(t *testing.T, s *services.Service, n int) {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		lines, changed := s.Logs.Since(0)
+		if len(lines) >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("%s printed %d lines; want %d", s.Spec().Name, len(lines), n)
+		}
+	}
+}

@@ -30,6 +30,9 @@ type LogRing struct {
 	start   int
 	next    uint64
 	changed chan struct{}
+	// sink also gets every line (the persistent journal); it must not block. Set before the
+	// service's pipes are read, never changed after.
+	sink func(LogLine)
 }
 
 // DefaultLogLines is how many lines each service keeps.
@@ -55,6 +58,9 @@ func (r *LogRing) add(stream, text string) LogLine {
 	}
 	close(r.changed)
 	r.changed = make(chan struct{})
+	if r.sink != nil {
+		r.sink(l)
+	}
 	return l
 }
 

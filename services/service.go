@@ -41,6 +41,7 @@ type env struct {
 	notifyDir string   // where notify sockets go; "" for none
 	cgroups   *Cgroups // nil: process groups only
 	shim      string   // this binary, run as baton-exec to set LISTEN_PID
+	journal   *Journal // the persistent journal; nil for none
 }
 
 // Service is one supervised program. The fields up to inputs are set once by newService and
@@ -85,6 +86,9 @@ func newService(spec config.Service, e *env) (*Service, error) {
 		inputs: make(chan input), quit: make(chan struct{}), loopDone: make(chan struct{})}
 	s.specp.Store(&spec)
 	s.st = newState(spec)
+	if j := e.journal; j != nil {
+		s.Logs.sink = func(l LogLine) { j.add(spec.Name, l) }
+	}
 	var err error
 	if s.stdout, err = startLogPipe(spec.Name, "stdout", s.Logs, e.console); err != nil {
 		return nil, err

@@ -27,6 +27,9 @@ type Options struct {
 	// Shim is the binary that, run as "baton-exec", sets LISTEN_PID and execs a service;
 	// default: this program (the init binary dispatches on that name).
 	Shim string
+	// Journal is where services' lines are also written (journal.go); nil: the config's
+	// [log] dir, if set, opened by New and closed by Close.
+	Journal *Journal
 }
 
 // Supervisor runs a set of services. The set is replaced whole when a reloaded config adds or
@@ -37,6 +40,8 @@ type Supervisor struct {
 	set      atomic.Pointer[serviceSet]
 	reloadMu sync.Mutex // one reload at a time
 	console  *console
+	journal  *Journal
+	ownsJrnl bool // opened by New: Close closes it
 }
 
 type serviceSet struct {
@@ -53,7 +58,7 @@ func (sv *Supervisor) lookup(name string) (*Service, bool) {
 
 // New prepares the services of cfg, in dependency order.
 func New(cfg *config.Config, o Options) (*Supervisor, error) {
-	e := &env{log: o.Log, reaper: o.Reaper, cgroups: o.Cgroups, shim: o.Shim}
+	e := &env{log: o.Log, reaper: o.Reaper, cgroups: o.Cgroups, shim: o.Shim, journal: o.Journal}
 	if o.Console != nil {
 		e.console = newConsole(o.Console, o.Log)
 	}
@@ -70,7 +75,11 @@ func New(cfg *config.Config, o Options) (*Supervisor, error) {
 			return nil, fmt.Errorf("notify socket directory: %w", err)
 		}
 	}
-	sv := &Supervisor{log: o.Log, env: e, console: e.console}
+	owns := false
+	if e.journal == nil && cfg.Log.Dir != "" {
+		e.journal, owns = OpenJournal(cfg.Log.Dir, cfg.Log.Size(), cfg.Log.KeptBoots(), o.Log), true
+	}
+	sv := &Supervisor{log: o.Log, env: e, console: e.console, journal: e.journal, ownsJrnl: owns}
 	set := &serviceSet{byName: map[string]*Service{}}
 	sv.set.Store(set)
 	for _, spec := range cfg.StartOrder() {
@@ -237,8 +246,14 @@ func (sv *Supervisor) Close() error {
 	if sv.console != nil {
 		sv.console.close()
 	}
+	if sv.ownsJrnl {
+		sv.journal.Close()
+	}
 	return errors.Join(errs...)
 }
+
+// Journal is the persistent journal; nil for none.
+func (sv *Supervisor) Journal() *Journal { return sv.journal }
 
 // Service returns the named service, or nil.
 func (sv *Supervisor) Service(name string) *Service {
