@@ -220,6 +220,10 @@ type Service struct {
 	// UpgradeSettle is how long the new version of a ready = "started" service must stay up
 	// before the old one gets its stop signal (notify services prove readiness with READY=1).
 	UpgradeSettle Duration `toml:"upgrade_settle"`
+	// KeepConnections: across initctl kexec, the service's established TCP connections (those
+	// it hands to baton through handoff/client, as to a new version in an upgrade) are carried
+	// into the next kernel with TCP_REPAIR and handed to the service it starts there.
+	KeepConnections bool `toml:"keep_connections"`
 
 	// Files are packed into the image with the service by the image builder (see File).
 	Files []File `toml:"files"`

@@ -171,6 +171,9 @@ func (c *Config) validateServices() []problem {
 		if s.FDStoreMax < 0 || s.FDStoreMax > 1024 {
 			add(k+".fdstore_max", "service %s: %d is out of range (0-1024)", quote(s.Name), s.FDStoreMax)
 		}
+		if s.KeepConnections && s.Type != TypeSimple {
+			add(k+".keep_connections", "service %s: a %s service cannot hand its connections over (only simple ones use the handoff channel)", quote(s.Name), s.Type)
+		}
 		names := map[string]bool{}
 		for j, so := range s.Socket {
 			sk := fmt.Sprintf("%s.socket[%d]", k, j)
