@@ -5,7 +5,6 @@ import (
 	"net"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -61,19 +60,15 @@ func (e *env) measureSeed(t *vm.ProgramTB) run {
 	_, down := g.WaitForAt(`seedref: kexec -e$`, 60*time.Second)
 	var initAt time.Time
 	line, initAt = g.WaitForAt(`seedref: /init started`, 120*time.Second)
-	var k2i time.Duration
-	if m := seedUptime.FindStringSubmatch(line); m != nil {
-		s, _ := strconv.ParseFloat(m[1], 64)
-		k2i = time.Duration(s * float64(time.Second))
-	}
-	_, ready := g.WaitForAt(`seedref: httpd started`, 120*time.Second)
+	k2i, _ := uptime(line)
+	readyLine, ready := g.WaitForAt(`seedref: httpd started`, 120*time.Second)
 	gap := p.WaitGap(t, initAt, 120*time.Second)
 	r.Steps[stepRequest] = asked.Sub(cmd)
 	r.Steps[stepLoad] = loaded.Sub(asked)
 	r.Steps[stepShutdown] = down.Sub(loaded)
 	r.Steps[stepJump] = initAt.Sub(down) - k2i
 	r.Steps[stepKernel] = k2i
-	r.Steps[stepInit] = ready.Sub(initAt)
+	r.Steps[stepInit] = guestSpan(line, readyLine, initAt, ready)
 	r.Steps[stepAnswer] = gap.To.Sub(ready)
 	r.Downtime = gap.Length()
 	r.FirstAnswer = gap.To.Sub(cmd)
