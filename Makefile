@@ -35,14 +35,15 @@ all: image
 # --- dependencies a fresh machine lacks -------------------------------------------------
 deps: qemu kernel interop daemons
 
-# Debian's daemons for the own-appliance QEMU test (lighttpd, nginx) and curl. Their maintainer
-# scripts would start them on this machine's port 80: a policy-rc.d that exits 101 forbids it
-# (removed afterwards unless it was there before).
+# Debian's daemons for the own-appliance QEMU test (lighttpd, nginx), the services' host tests
+# (those two and gunicorn) and curl. Their maintainer scripts would start them on this
+# machine's port 80: a policy-rc.d that exits 101 forbids it (removed afterwards unless it was
+# there before).
 daemons:
-	@{ test -x /usr/sbin/lighttpd && test -x /usr/sbin/nginx && command -v curl >/dev/null; } || { \
-	  echo "installing lighttpd, nginx, curl (apt; not started here)"; own=; \
+	@{ test -x /usr/sbin/lighttpd && test -x /usr/sbin/nginx && test -x /usr/bin/gunicorn && command -v curl >/dev/null; } || { \
+	  echo "installing lighttpd, nginx, gunicorn, curl (apt; not started here)"; own=; \
 	  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own=1; fi; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends lighttpd nginx curl; rc=$$?; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends lighttpd nginx gunicorn curl; rc=$$?; \
 	  if [ -n "$$own" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; }
 
 # Real peers for the protocol tests: libsystemd (sd_listen_fds, sd_notify) and systemd-notify.
