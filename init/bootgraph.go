@@ -47,7 +47,11 @@ func (m *machine) bootGraph() []step {
 		// Binds the services' held sockets too, and serves initctl while the services start.
 		{name: stepControl, after: []string{stepCgroups}, run: m.startControl},
 		// After the held sockets are bound: no SYN meets an address without a listener.
-		{name: stepNetwork, after: []string{stepModules, stepControl}, run: m.configureNetwork},
+		// Carried connections (carry_boot.go): locked before the interface is up, rebuilt
+		// once it is; their services wait for them.
+		{name: stepCarryLock, after: []string{stepMounts}, run: m.lockCarried},
+		{name: stepNetwork, after: m.networkAfter(), run: m.configureNetwork},
+		{name: stepCarryRestore, after: []string{stepNetwork, stepCarryLock}, run: m.restoreCarried},
 		// The updater reads the image slots on /boot.
 		{name: stepUpdates, after: []string{stepControl, stepMounts}, background: true, run: m.prepareUpdates},
 	}
@@ -84,6 +88,9 @@ func (m *machine) serviceSteps() (steps []step, early []string) {
 		isLate := false
 		if s.NeedsNetwork {
 			after, isLate = append(after, stepNetwork), true
+		}
+		if s.KeepConnections && m.carryPending() {
+			after, isLate = append(after, stepCarryRestore), true
 		}
 		if mnt := usesMount(s, m.cfg.Mount); mnt != "" {
 			after, isLate = append(after, stepMounts), true

@@ -56,6 +56,8 @@ type machine struct {
 	previous       []control.TimelineEntry // the previous shutdown, if /boot recorded it
 	previousAction string
 	previousKexec  string
+	carry          *carrying // connections being carried to the next kernel (carry.go)
+	carryIn        *carryIn  // connections the previous kernel carried, until restored
 }
 
 // pid1Main boots the appliance, then waits for a power signal. It never returns: if PID 1

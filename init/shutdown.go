@@ -12,7 +12,7 @@ import (
 // shutdown stops everything in order and calls reboot(2). It returns only if reboot(2) fails.
 func (m *machine) shutdown(action system.PowerAction) {
 	start := time.Now()
-	steps := runSteps(m.log, []step{
+	list := []step{
 		{name: "stop services", run: m.stopServices},
 		{name: "end remaining processes", run: func() error {
 			if n := system.KillAll(m.log, 2*time.Second); n > 0 {
@@ -21,7 +21,11 @@ func (m *machine) shutdown(action system.PowerAction) {
 			return nil
 		}},
 		{name: "sync", run: func() error { unix.Sync(); return nil }},
-	})
+	}
+	if action == system.Kexec {
+		list = m.withCarry(list)
+	}
+	steps := runSteps(m.log, list)
 	m.saveShutdown(action, steps)
 	runSteps(m.log, []step{{name: "unmount file systems", run: func() error { system.UnmountAll(m.log); return nil }}})
 	m.log.Info("shutdown complete", "action", action.String(), "took", time.Since(start).Round(time.Millisecond), system.KmsgKey, true)
@@ -46,6 +50,7 @@ func (m *machine) recover() {
 	m.mu.Lock()
 	m.shutting, m.kexec = false, nil
 	m.mu.Unlock()
+	m.resumeCarried()
 	m.rearmWatchdog()
 	if m.sv != nil {
 		for _, r := range m.sv.StartAll() {

@@ -55,6 +55,8 @@ func (s *Service) handle(in input) {
 		s.onNotify(in)
 	case freezeReq:
 		s.onFreeze(in)
+	case carryOffer:
+		s.onCarryOffer(in)
 	case acked:
 		if up := s.st.up; up != nil && up.step == uOffered && up.old == in.gen {
 			up.rep.Handoff = in.ok

@@ -61,6 +61,7 @@ type Service struct {
 	held    []*handoff.Held       // sockets bound at boot, kept for good
 	bindErr error                 // why a socket could not be bound: the service cannot start
 	store   *handoff.FDStore
+	carried carriedConns // connections a kexec carried, for the next start (carry.go)
 
 	// notifyDone is closed when the notify reader returned (serialize.go); the loop reads it.
 	notifyDone chan struct{}

@@ -377,7 +377,9 @@ func (s *Service) run() {
 	if s.startPre() {
 		return // run again once exec_start_pre succeeded
 	}
-	g, err := s.spawn(s.spec(), s.spec().Exec[0], -1)
+	inherit := s.carriedChannel() // -1 unless a kexec carried connections for it
+	g, err := s.spawn(s.spec(), s.spec().Exec[0], inherit)
+	closeFd(&inherit)
 	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
 		// baton's shortage, not the service's failure: it does not count towards
 		// restart_limit, and the start is tried again (backing off) until fds are back.
