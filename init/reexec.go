@@ -208,7 +208,7 @@ func (x *reexecer) prepareWith(uploaded bool, prev *os.File, prevSum string, tar
 	commit := func() {
 		defer x.running.Store(false) // reached only when the execve did not happen
 		defer closeBoth()
-		if err := x.commit(id, prev, target); err != nil {
+		if err := x.commit(id, prevSum, prev, target); err != nil {
 			x.log.Error("reexec failed; this binary goes on", "id", id, "err", err, system.KmsgKey, true)
 			x.setLast(control.ReexecStatus{ID: id, State: "failed", Error: err.Error(), From: prevSum, To: targetSum, At: time.Now()})
 		}
@@ -311,7 +311,7 @@ func lastLines(s string, n int) string {
 
 // commit freezes, serializes and executes the target. It returns only if the execve did not
 // happen, with everything thawed.
-func (x *reexecer) commit(id string, prev, target *os.File) error {
+func (x *reexecer) commit(id, prevSum string, prev, target *os.File) error {
 	x.reaper.Pause()
 	frozen, err := x.sv.Freeze(x.reaper)
 	if err != nil {
@@ -340,7 +340,7 @@ func (x *reexecer) commit(id string, prev, target *os.File) error {
 		thawAll()
 		return err
 	}
-	st := &reexec.State{ID: id, FromExe: x.selfDigest(), PrevFd: int(prev.Fd()), FrozenAt: frozenAt, Services: frozen.Saved,
+	st := &reexec.State{ID: id, FromExe: prevSum, PrevFd: int(prev.Fd()), FrozenAt: frozenAt, Services: frozen.Saved,
 		Control: local, Remote: remote, Machine: machine}
 	st.Fds = append(append([]int{}, frozen.Fds...), st.PrevFd)
 	for _, fd := range []int{local, remote} {

@@ -119,6 +119,8 @@ func (h *ctlHandover) localListener(sock string) (net.Listener, error) {
 	var err error
 	if h.inLocal >= 0 {
 		l, err = fromFd(h.inLocal, "control")
+		unix.Close(h.inLocal)
+		h.inLocal = -1
 	} else {
 		l, err = control.ListenLocal(sock)
 	}
@@ -137,6 +139,8 @@ func (h *ctlHandover) serveRemote(srv *control.Server, cfg *config.Config) (net.
 	var err error
 	if h.inRemote >= 0 {
 		raw, err = fromFd(h.inRemote, "remote control")
+		unix.Close(h.inRemote)
+		h.inRemote = -1
 	} else {
 		raw, err = net.Listen("tcp", cfg.Control.Remote)
 	}
@@ -195,7 +199,8 @@ func (h *ctlHandover) unparkLocked(local, remote int) {
 	}
 }
 
-// release closes the fds the previous image handed over (this image has its own copies).
+// release closes what the previous image handed over and this one did not take (a listener
+// its config no longer has).
 func (h *ctlHandover) release() {
 	h.mu.Lock()
 	defer h.mu.Unlock()

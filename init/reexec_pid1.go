@@ -117,11 +117,14 @@ func pid1Restored() {
 	x := m.newReexecer()
 	m.srv.Reexec = x
 	startLocalControl(m.log, m.srv, runDir)
+	in.finish(m.log, x, r, m.reaper)
+	restoring = nil
+	// After the services run again: its TLS setup is slow on an emulated CPU, and its
+	// connections wait in the listener's queue meanwhile.
 	if err := m.startRemoteControl(); err != nil {
 		m.log.Error("remote control API not taken over", "err", err)
 	}
-	in.finish(m.log, x, r, m.reaper)
-	restoring = nil
+	handover.release()
 	go m.powerSignals(sigs)
 	m.updater.Store(m.newUpdater())
 	for _, s := range []step{{name: "start watchdog", run: m.startWatchdog}, {name: "watch power button", run: m.watchPowerButton},

@@ -157,7 +157,6 @@ func (in *incoming) restoreSupervisor(o services.Options) (r *services.Restored,
 func (in *incoming) finish(log *slog.Logger, x *reexecer, r *services.Restored, reaper *system.Reaper) {
 	r.Start()
 	reaper.Resume()
-	handover.release()
 	if in.prevFd >= 0 {
 		unix.Close(in.prevFd)
 	}

@@ -68,6 +68,7 @@ func subreaperRestored(log *slog.Logger, cfgPath, runDir, cgroupRoot string, hup
 	srv.Reexec = x
 	listeners := startControl(log, srv, runDir, cfg)
 	in.finish(log, x, r, reaper)
+	handover.release()
 	restoring = nil
 	return serveUntilStopped(log, hup, stop, listeners, sv)
 }
