@@ -46,7 +46,7 @@ Commands:
   show NAME [--json] [-p KEY,…]
                               every setting with its effective value (defaults filled in)
   cat NAME...                 the service's block of the config file
-  list-dependencies NAME      what it requires and is ordered after, as a tree
+  list-dependencies NAME      what it requires, wants and is ordered after, as a tree
   logs [-f] [-n N] NAME       a service's output (-f: follow; -n: last N lines, 0 all)
   logs [-u NAME]... [--since WHEN] [--json] [-n N]
                               several services' output (default: all) merged by time; WHEN:

@@ -141,13 +141,13 @@ func (ic *initctl) cat(args []string) error {
 	return nil
 }
 
-// listDependencies prints what a service is ordered after (after) and needs (requires), as a
-// tree: systemctl list-dependencies.
+// listDependencies prints what a service is ordered after (after), needs (requires) and pulls
+// in (wants), as a tree: systemctl list-dependencies.
 func (ic *initctl) listDependencies(args []string) error {
 	if len(args) != 1 {
 		return &usageError{"list-dependencies needs exactly one service name"}
 	}
-	deps := map[string][2][]string{} // name → after, requires
+	deps := map[string][3][]string{} // name → after, requires, wants
 	var load func(name string) error
 	load = func(name string) error {
 		if _, done := deps[name]; done {
@@ -157,17 +157,19 @@ func (ic *initctl) listDependencies(args []string) error {
 		if err != nil {
 			return err
 		}
-		var d [2][]string
+		var d [3][]string
 		for _, s := range sc.Settings {
 			switch s.Key {
 			case "after":
 				d[0] = strs(s.Value)
 			case "requires":
 				d[1] = strs(s.Value)
+			case "wants":
+				d[2] = strs(s.Value)
 			}
 		}
 		deps[name] = d
-		for _, n := range append(d[0], d[1]...) {
+		for _, n := range append(append(d[0], d[1]...), d[2]...) {
 			if err := load(n); err != nil {
 				return err
 			}
@@ -184,6 +186,9 @@ func (ic *initctl) listDependencies(args []string) error {
 		var edges []edge
 		for _, n := range deps[name][1] {
 			edges = append(edges, edge{"requires", n})
+		}
+		for _, n := range deps[name][2] {
+			edges = append(edges, edge{"wants", n})
 		}
 		for _, n := range deps[name][0] {
 			edges = append(edges, edge{"after", n})

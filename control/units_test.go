@@ -36,6 +36,7 @@ name = "broken"
 exec = ["/bin/false"]
 restart = "never"
 after = ["web"]
+wants = ["db"]
 `
 
 // serveUnits runs the API over unitsConfig, written to a file as baton reads it.
@@ -88,7 +89,7 @@ func TestInitctlSystemctlCommands(t *testing.T) {
 		{[]string{"is-failed", "web"}, 1, "active\n"},
 		{[]string{"show", "web", "-p", "stop_timeout,type,restart,requires"}, 0, "restart=on-failure\ntype=simple\nrequires=[\"db\"]\nstop_timeout=3s\n"},
 		{[]string{"cat", "web"}, 0, "[[service]]\nname = \"web\""},
-		{[]string{"list-dependencies", "broken"}, 0, "broken\n└─web (after)\n  └─db (requires)\n"},
+		{[]string{"list-dependencies", "broken"}, 0, "broken\n├─db (wants)\n└─web (after)\n  └─db (requires)\n"},
 		{[]string{"reload", "web"}, 0, "web: running"},
 		{[]string{"reload", "broken"}, 1, "not running"},
 		{[]string{"kill", "web", "--signal", "SIGNOPE"}, 1, "not a signal name"},
