@@ -37,7 +37,7 @@ func ServeHTTP(srv *http.Server, l net.Listener) *HTTPServer {
 			prev(c, st)
 		}
 	}
-	go func() { h.served <- srv.Serve(l) }()
+	go func() { h.served <- srv.Serve(withInherited(l)) }() // adopt.go
 	return h
 }
 
