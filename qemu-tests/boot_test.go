@@ -32,7 +32,7 @@ func TestQEMUBootDemo(t *testing.T) {
 	}
 	console := strings.Join(vm.Console(), "\n")
 	for _, step := range []string{"mount base file systems", "load config", "set hostname",
-		"load kernel modules", "configure network", "start services"} {
+		"load kernel modules", "configure network", "start service web"} {
 		if !regexp.MustCompile(`step done step="` + step + `" took=\S+`).MatchString(console) {
 			t.Errorf("console has no timed line for boot step %q", step)
 		}

@@ -59,7 +59,7 @@ func TestQEMUControl(t *testing.T) {
 		t.Errorf("logs: %d, want three 'serving' lines (first start, restart, upgrade):\n%s", code, out)
 	}
 	out, code = vm.Initctl(t, "analyze")
-	for _, want := range []string{"kernel ", "load kernel modules", "service web", "start services"} {
+	for _, want := range []string{"kernel ", "load kernel modules", "start service web", "WAITED FOR"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("analyze lacks %q:\n%s", want, out)
 		}
