@@ -105,7 +105,7 @@ func pid1Restored() {
 		return // stayAlive: reaping, without services
 	}
 	m.restoreFrom(ps)
-	r, err := in.restoreSupervisor(services.Options{Log: m.log, Reaper: m.reaper, Console: os.Stdout, RunDir: runDir, Cgroups: m.cgroups})
+	r, err := in.restoreSupervisor(m.cfg, services.Options{Log: m.log, Reaper: m.reaper, Console: os.Stdout, RunDir: runDir, Cgroups: m.cgroups})
 	if err != nil {
 		giveBack(in, in.st.Fds, err)
 		return

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-init/baton/config"
 	"github.com/baton-init/baton/control"
 	"github.com/baton-init/baton/reexec"
 	"github.com/baton-init/baton/services"
@@ -139,14 +140,18 @@ func giveBack(in *incoming, fds []int, why error) {
 
 // restoreSupervisor rebuilds the services (not started yet: finish does) and the control
 // listeners' handover. A panic is turned into an error: the caller gives the state back.
-func (in *incoming) restoreSupervisor(o services.Options) (r *services.Restored, err error) {
+func (in *incoming) restoreSupervisor(cfg *config.Config, o services.Options) (r *services.Restored, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("panic while restoring: %v", p)
 		}
 	}()
 	handover.inLocal, handover.inRemote = in.st.Control, in.st.Remote
-	r, err = services.Restore(in.st.Services, o)
+	var logCfg config.Log
+	if cfg != nil {
+		logCfg = cfg.Log
+	}
+	r, err = services.Restore(in.st.Services, logCfg, o)
 	if err == nil && reexecFault == "panic-restore" {
 		panic("a test binary built to panic while restoring (reexecFault=panic-restore)")
 	}

@@ -53,7 +53,7 @@ func subreaperRestored(log *slog.Logger, cfgPath, runDir, cgroupRoot string, hup
 	if cgroupRoot != "" {
 		cg = &services.Cgroups{Root: cgroupRoot} // set up by the first image
 	}
-	r, err := in.restoreSupervisor(services.Options{Log: log, Reaper: reaper, Console: os.Stdout, RunDir: runDir, Cgroups: cg})
+	r, err := in.restoreSupervisor(cfg, services.Options{Log: log, Reaper: reaper, Console: os.Stdout, RunDir: runDir, Cgroups: cg})
 	if err != nil {
 		giveBack(in, in.st.Fds, err)
 		return 1

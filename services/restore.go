@@ -28,11 +28,12 @@ type Restored struct {
 // adopted by the reaper, which must be paused (system.NewPausedReaper) until Start: a process
 // that ended in the gap is a zombie still, and is reaped on Resume and handled as an ordinary
 // exit.
-func Restore(saved Saved, o Options) (*Restored, error) {
+// logCfg is the config's [log] (the persistent journal is opened again from it, as New does).
+func Restore(saved Saved, logCfg config.Log, o Options) (*Restored, error) {
 	if err := saved.Check(); err != nil {
 		return nil, err
 	}
-	e := &env{log: o.Log, reaper: o.Reaper, cgroups: o.Cgroups, shim: o.Shim}
+	e := &env{log: o.Log, reaper: o.Reaper, cgroups: o.Cgroups, shim: o.Shim, journal: o.Journal}
 	if o.Console != nil {
 		e.console = newConsole(o.Console, o.Log)
 	}
@@ -46,7 +47,11 @@ func Restore(saved Saved, o Options) (*Restored, error) {
 			return nil, fmt.Errorf("notify socket directory: %w", err)
 		}
 	}
-	sv := &Supervisor{log: o.Log, env: e, console: e.console}
+	owns := false
+	if e.journal == nil && logCfg.Dir != "" {
+		e.journal, owns = OpenJournal(logCfg.Dir, logCfg.Size(), logCfg.KeptBoots(), o.Log), true
+	}
+	sv := &Supervisor{log: o.Log, env: e, console: e.console, journal: e.journal, ownsJrnl: owns}
 	set := &serviceSet{byName: map[string]*Service{}}
 	sv.set.Store(set)
 	r := &Restored{SV: sv, lost: map[*Service][]*generation{}}
@@ -93,6 +98,9 @@ func restoreService(ss SavedService, e *env) (*Service, []*generation, error) {
 		inputs: make(chan input), quit: make(chan struct{}), loopDone: make(chan struct{})}
 	s.specp.Store(&spec)
 	s.Logs.restore(ss.Logs, ss.LogNext)
+	if j := e.journal; j != nil {
+		s.Logs.sink = func(l LogLine) { j.add(spec.Name, l) }
+	}
 	s.stdout = restorePipe(spec.Name, "stdout", ss.Stdout, s.Logs, e.console)
 	s.stderr = restorePipe(spec.Name, "stderr", ss.Stderr, s.Logs, e.console)
 	fail := func(err error) (*Service, []*generation, error) { return s, nil, err }
