@@ -110,10 +110,12 @@ func testSpec(dir, modules, cloudModules string) images.Spec {
 		Init:   filepath.Join(dir, "bin/init"),
 		BinDir: filepath.Join(dir, "bin"),
 		Files: map[string]string{"/etc/baton/broken.toml": filepath.Join(repoRoot, "qemu-tests/testdata/broken.toml"),
-			"/etc/baton/dhcp.toml": filepath.Join(repoRoot, "qemu-tests/testdata/dhcp.toml")},
+			"/etc/baton/dhcp.toml":  filepath.Join(repoRoot, "qemu-tests/testdata/dhcp.toml"),
+			"/etc/baton/carry.toml": filepath.Join(repoRoot, "qemu-tests/testdata/carry.toml")},
 		KernelModules: []string{modules, cloudModules},
 		// virtio_rng is carried for the DHCP boot, which attaches a virtio-rng device.
-		Carry:  []string{"squashfs", "nls_cp437", "nls_utf8", "nls_ascii", "virtio_rng"},
+		// nf_tables and crc32c_generic for carry.toml (TestQEMUKeepConnections).
+		Carry:  []string{"squashfs", "nls_cp437", "nls_utf8", "nls_ascii", "virtio_rng", "nf_tables", "crc32c_generic"},
 		TLSDir: filepath.Join(dir, "tls"),
 	}
 }

@@ -1,0 +1,99 @@
+package qemutests
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/baton-init/baton/qemu-tests/carryload"
+)
+
+const stream2Port = 9001 // carry.toml's stream2: the same line counter, not keeping connections
+
+// TestQEMUKeepConnections boots the test appliance with carry.toml (web and stream keep their
+// connections; stream2 does not) and, under load — 16 long-lived stream connections, 4 on
+// stream2, and a request loop on web, every client with a 30 s timeout — kexecs into the same
+// kernel: each stream connection keeps its count, no web request fails, and stream2's
+// connections are lost as they were before keep_connections. The longest stall a client saw
+// is logged.
+func TestQEMUKeepConnections(t *testing.T) {
+	t.Parallel()
+	vmlinuz, modules := kernel(t, "amd64")
+	initrd, disk := testImage(t, modules)
+	// Our own copies at once: another test process may rebuild out/qemu-tests meanwhile, and
+	// initctl kexec boots the slot on the disk whose image is the running one.
+	initrd, disk = copyToTemp(t, initrd), copyToTemp(t, disk)
+	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: initrd, Disk: disk, Append: "baton.config=/etc/baton/carry.toml",
+		Forward: []int{webPort, controlPort, streamPort, stream2Port}})
+	vm.WaitFor(`baton: all services started`, bootTimeout)
+
+	host := func(port int) string {
+		return strings.TrimSuffix(strings.TrimPrefix(vm.URL(port, "/"), "http://"), "/")
+	}
+	web := carryload.StartRequests(vm.URL(webPort, "/"), 4)
+	kept, err := carryload.StartLines(host(streamPort), 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, err := carryload.StartLines(host(stream2Port), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []*carryload.Lines{kept, lost} {
+		if err := l.WaitLines(3, 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	out, code := vm.Initctl(t, "kexec")
+	if code != 0 {
+		t.Fatalf("kexec: %d\n%s", code, out)
+	}
+	_, jump := vm.WaitForAt(`kexec_core: Starting new kernel`, 90*time.Second)
+	vm.WaitFor(`carried connections restored`, bootTimeout)
+	vm.WaitFor(`baton: all services started`, bootTimeout)
+	// Every kept connection talks again: three more lines each, in all.
+	if err := kept.WaitLines(kept.Answered()+3*16, 90*time.Second); err != nil {
+		t.Error(err)
+	}
+	webRes := web.Stop()
+	keptRes, lostRes := kept.Stop(), lost.Stop()
+	t.Logf("kexec at %s; web: %s", jump.Format("15:04:05.000"), webRes)
+	t.Logf("stream (keep_connections): %s", keptRes)
+	t.Logf("stream2 (not kept): %s", lostRes)
+	if webRes.Failed != 0 || webRes.Answered == 0 {
+		t.Errorf("web requests across the kexec: %s; want none failed", webRes)
+	}
+	if keptRes.Broken != 0 {
+		t.Errorf("stream: %d of 16 kept connections broke: %v", keptRes.Broken, keptRes.Errs)
+	}
+	if lostRes.Broken != 4 {
+		t.Errorf("stream2: %d of 4 connections broke; a service that does not keep its connections loses them", lostRes.Broken)
+	}
+	if out, _ := vm.Initctl(t, "analyze"); !strings.Contains(out, "dump carried connections") || !strings.Contains(out, "restore carried connections") {
+		t.Errorf("analyze does not show the carrying steps:\n%s", out)
+	}
+}
+
+func copyToTemp(t *testing.T, path string) string {
+	t.Helper()
+	in, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	dst := filepath.Join(t.TempDir(), filepath.Base(path))
+	out, err := os.Create(dst)
+	if err == nil {
+		_, err = io.Copy(out, in)
+		err = errors.Join(err, out.Close())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
