@@ -58,9 +58,8 @@ func (e *env) measureSeed(t *vm.ProgramTB) run {
 		t.Fatalf("seed appliance: kexec -l failed:\n  %s", strings.Join(g.Console()[max(0, len(g.Console())-10):], "\n  "))
 	}
 	_, down := g.WaitForAt(`seedref: kexec -e$`, 60*time.Second)
-	var initAt time.Time
-	line, initAt = g.WaitForAt(`seedref: /init started`, 120*time.Second)
-	k2i, _ := uptime(line)
+	initLine, initAt := g.WaitForAt(`seedref: /init started`, 120*time.Second)
+	k2i, _ := uptime(initLine)
 	readyLine, ready := g.WaitForAt(`seedref: httpd started`, 120*time.Second)
 	gap := p.WaitGap(t, initAt, 120*time.Second)
 	r.Steps[stepRequest] = asked.Sub(cmd)
@@ -68,7 +67,7 @@ func (e *env) measureSeed(t *vm.ProgramTB) run {
 	r.Steps[stepShutdown] = down.Sub(loaded)
 	r.Steps[stepJump] = initAt.Sub(down) - k2i
 	r.Steps[stepKernel] = k2i
-	r.Steps[stepInit] = guestSpan(line, readyLine, initAt, ready)
+	r.Steps[stepInit] = guestSpan(initLine, readyLine, initAt, ready)
 	r.Steps[stepAnswer] = gap.To.Sub(ready)
 	r.Downtime = gap.Length()
 	r.FirstAnswer = gap.To.Sub(cmd)

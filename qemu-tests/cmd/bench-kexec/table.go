@@ -106,6 +106,9 @@ func table(rows []*row) string {
 		if r.Status != "" && len(r.Runs) > 0 {
 			fmt.Fprintf(&b, "%-15s %s (after %d runs)\n", "", firstLine(r.Status), len(r.Runs))
 		}
+		for _, why := range r.Retried {
+			fmt.Fprintf(&b, "%-15s retried %s\n", "", why)
+		}
 		var notes []string
 		for _, x := range r.Runs {
 			if x.Note != "" && !slices.Contains(notes, x.Note) {
@@ -207,6 +210,9 @@ func jsonReport(e *env, rows []*row, runs int) map[string]any {
 			rs = append(rs, rr)
 		}
 		m["runs"] = rs
+		if len(r.Retried) > 0 {
+			m["retried"] = r.Retried
+		}
 		if s, ok := r.summary(); ok {
 			sm := map[string]any{"min_s": secs(s.Min), "median_s": secs(s.Median), "max_s": secs(s.Max),
 				"command_to_first_answer_median_s": secs(s.FirstAnswer), "breakdown_median_s": stepSecs(s.Steps)}
