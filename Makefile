@@ -65,10 +65,10 @@ kernel:
 
 # --- build ------------------------------------------------------------------------------
 $(OUT)/bin/init: FORCE
-	$(GOBUILD) -o $@ ./init
+	$(GOBUILD) -ldflags '-s -w -X main.version=$(VERSION)' -o $@ ./init
 # initctl is the init binary under another name (argv[0]); this one runs on the host.
 $(OUT)/bin/initctl: FORCE
-	$(GOBUILD) -o $@ ./init
+	$(GOBUILD) -ldflags '-s -w -X main.version=$(VERSION)' -o $@ ./init
 $(OUT)/bin/web: FORCE
 	$(GOBUILD) -ldflags '-s -w -X main.version=$(VERSION)' -o $@ ./examples/web
 $(OUT)/bin/stream: FORCE

@@ -294,8 +294,8 @@ func firmwareMemoryMap() (ukexec.MemoryMap, []e820Entry, error) {
 var bootParamsPath = "/sys/kernel/boot_params/data"
 
 // zeroPage builds the next kernel's struct boot_params: its own setup header, the firmware's
-// memory map, and from the running kernel only what describes the machine (screen, ACPI RSDP,
-// EDD, EDID, secure boot state). Not inherited: the setup_data chain (its pointers name memory
+// memory map, and from the running kernel only what describes the machine (screen, ACPI RSDP
+// — from the EFI system table after a UEFI boot —, EDD, EDID, secure boot state). Not inherited: the setup_data chain (its pointers name memory
 // this kernel has reused) and efi_info (the next kernel would need the EFI runtime map as well;
 // it boots without EFI runtime services, finding ACPI through acpi_rsdp_addr). This is
 // written by hand: u-root's LinuxParams has no acpi_rsdp_addr, efi_info or ext_* fields and
@@ -314,6 +314,12 @@ func zeroPage(h *bzHeader, e820 []e820Entry, cmdline, initrd, initrdSize uint64,
 		} {
 			copy(zp[r[0]:r[1]], running[r[0]:r[1]])
 		}
+	}
+	if binary.LittleEndian.Uint64(zp[0x070:]) == 0 {
+		// A UEFI boot leaves it zero here: the kernel found ACPI through the EFI system
+		// table, which the next kernel will not have. Without it, no ACPI at all (no power
+		// button, no MADT). kexec-tools reads the same file.
+		binary.LittleEndian.PutUint64(zp[0x070:], efiRSDP())
 	}
 	copy(zp[hdrSetupSects:], h.setup)
 	zp[0x210] = 0xd0 // type_of_loader: kexec
@@ -345,6 +351,38 @@ func zeroPage(h *bzHeader, e820 []e820Entry, cmdline, initrd, initrdSize uint64,
 	binary.LittleEndian.PutUint32(zp[0x1e0:], uint32(min(altMemK, 0xffffffff))) // alt_mem_k
 	zp[0x1ef] = 0                                                               // sentinel: we cleared what we did not set
 	return zp, nil
+}
+
+// efiSystabPath lists the EFI configuration tables the firmware gave; a variable for tests.
+var efiSystabPath = "/sys/firmware/efi/systab"
+
+// efiRSDP is the ACPI RSDP's address from the EFI system table (ACPI 2.0's, else 1.0's), or 0.
+func efiRSDP() uint64 {
+	b, err := os.ReadFile(efiSystabPath)
+	if err != nil {
+		return 0
+	}
+	var acpi1, acpi2 uint64
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(l), "=")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 0, 64)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "ACPI20":
+			acpi2 = n
+		case "ACPI":
+			acpi1 = n
+		}
+	}
+	if acpi2 != 0 {
+		return acpi2
+	}
+	return acpi1
 }
 
 // cmdlineFlags are what the fast method reads of the next kernel's command line.

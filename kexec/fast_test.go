@@ -208,6 +208,8 @@ func TestZeroPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	e820 := []e820Entry{{0, 0x9fc00, 1}, {0x100000, 0x1ff00000, 1}, {0xfffc0000, 0x40000, 2}}
+	efiSystabPath = filepath.Join(t.TempDir(), "systab")
+	defer func() { efiSystabPath = "/sys/firmware/efi/systab" }()
 	zp, err := zeroPage(h, e820, 0x123000, 0x1c000000, 0x800000, true)
 	if err != nil {
 		t.Fatal(err)
@@ -227,6 +229,19 @@ func TestZeroPage(t *testing.T) {
 	}
 	if got := binary.LittleEndian.Uint32(zp[0x1e0:]); got != 0x1ff00000>>10 {
 		t.Errorf("alt_mem_k %#x", got)
+	}
+
+	// After a UEFI boot the running zero page has no RSDP: the EFI system table's is used.
+	binary.LittleEndian.PutUint64(running[0x070:], 0)
+	if err := os.WriteFile(bootParamsPath, running, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(efiSystabPath, []byte("MPS=0x1f5e6000\nACPI20=0x1f77e014\nACPI=0x1f77e000\nSMBIOS=0x1f5e4000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	zp, _ = zeroPage(h, e820, 0x123000, 0, 0, false)
+	if got := binary.LittleEndian.Uint64(zp[0x070:]); got != 0x1f77e014 {
+		t.Errorf("acpi_rsdp_addr %#x after a UEFI boot, want the systab's ACPI20", got)
 	}
 }
 
