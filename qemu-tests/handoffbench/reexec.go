@@ -46,7 +46,7 @@ func ReexecPhase(a *Appliance, binary string, cycles, workers, longLived int) Re
 		st, err := a.Client.Reexec(binary)
 		if err == nil {
 			var info control.VersionInfo
-			if info, err = a.Client.ReexecWait(st.ID, time.Minute); err == nil && info.Last != nil {
+			if info, err = a.Client.ReexecWait(st.ID, 3*time.Minute); err == nil && info.Last != nil {
 				pauses = append(pauses, time.Duration(info.Last.PauseMs*float64(time.Millisecond)))
 			}
 		}
