@@ -187,10 +187,7 @@ func (sv *Supervisor) Inherit(name string, conns []Carried) error {
 // service inherits (baton's goroutine writes them and closes its end), or -1 when there are
 // none.
 func (s *Service) carriedChannel() int {
-	s.carried.mu.Lock()
-	conns := s.carried.conns
-	s.carried.conns = nil
-	s.carried.mu.Unlock()
+	conns := s.carried.take()
 	if len(conns) == 0 {
 		return -1
 	}
@@ -218,6 +215,15 @@ func (s *Service) carriedChannel() int {
 		s.log.Info("carried connections handed to the service", "count", sent)
 	}()
 	return pair[1]
+}
+
+// take removes and returns the connections waiting for the service's start.
+func (c *carriedConns) take() []Carried {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	conns := c.conns
+	c.conns = nil
+	return conns
 }
 
 func closeCarried(conns []Carried) {

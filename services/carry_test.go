@@ -130,3 +130,62 @@ func TestCarryOfferRefused(t *testing.T) {
 		t.Errorf("offer to a stopped service: %v, want 'not running'", err)
 	}
 }
+
+// TestCarriedWaitingReexecAndClose: connections a kexec carried for a service that has not
+// started yet are in a re-exec's state (duplicated for the next image; -1 in a snapshot) and
+// are taken over by the restored supervisor; Close closes them (the peer sees the end) once
+// no image holds them.
+func TestCarriedWaitingReexecAndClose(t *testing.T) {
+	sv := supervisor(t, config.Service{Name: "c", Exec: sh("sleep 100")})
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := pair[1]
+	defer unix.Close(peer)
+	if err := sv.Inherit("c", []Carried{{Fd: pair[0], State: []byte("conn-0")}}); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := sv.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := snap.Services[0].Carried; len(got) != 1 || got[0].Fd != -1 || string(got[0].State) != "conn-0" {
+		t.Errorf("snapshot's carried connections: %+v; want one, fd -1, state conn-0", got)
+	}
+	f, err := sv.Freeze(reaper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := f.Saved.Services[0].Carried
+	if len(got) != 1 || got[0].Fd < 3 || got[0].Fd == pair[0] || string(got[0].State) != "conn-0" {
+		f.Thaw()
+		t.Fatalf("frozen state's carried connections: %+v; want one duplicate of fd %d with state conn-0", got, pair[0])
+	}
+	r, err := Restore(f.Saved, config.Log{}, Options{Log: sv.log, Reaper: reaper, RunDir: t.TempDir()})
+	if err != nil {
+		f.Thaw()
+		t.Fatal(err)
+	}
+	f.Fds = nil // the restored supervisor owns the duplicates now
+	f.Thaw()
+	if c := r.SV.Service("c").carried.conns; len(c) != 1 || c[0].Fd != got[0].Fd {
+		t.Errorf("restored carried connections: %+v; want fd %d", c, got[0].Fd)
+	}
+	sv.StopAll()
+	if err := sv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	if n, _, err := unix.Recvfrom(peer, buf, unix.MSG_DONTWAIT); err != unix.EAGAIN {
+		t.Fatalf("peer after the old supervisor's Close: read %d, %v; want EAGAIN (the restored one holds it)", n, err)
+	}
+	r.Start()
+	r.SV.StopAll()
+	if err := r.SV.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := unix.Recvfrom(peer, buf, unix.MSG_DONTWAIT); n != 0 || err != nil {
+		t.Errorf("peer after the restored supervisor's Close: read %d, %v; want the end (0, nil)", n, err)
+	}
+}

@@ -131,6 +131,11 @@ func restoreService(ss SavedService, e *env) (*Service, []*generation, error) {
 			return fail(err)
 		}
 	}
+	for _, c := range ss.Carried {
+		if c.Fd >= 0 { // a snapshot's (a trial run) has none
+			s.carried.conns = append(s.carried.conns, Carried{Fd: c.Fd, State: c.State})
+		}
+	}
 	s.st = restoreState(ss)
 	var lost []*generation
 	for _, g := range s.st.gens {
@@ -294,6 +299,17 @@ func (ss SavedService) check(fds map[int]string) error {
 			return err
 		}
 	}
+	if len(ss.Carried) > maxSavedFds {
+		return errors.New("too many carried connections")
+	}
+	for _, c := range ss.Carried {
+		if len(c.State) > maxCarryState {
+			return fmt.Errorf("carried connection's state: %d bytes (at most %d)", len(c.State), maxCarryState)
+		}
+		if err := claim("carried connection", c.Fd, true); err != nil {
+			return err
+		}
+	}
 	if n := ss.Notify; n != nil {
 		if !filepath.IsAbs(n.Path) {
 			return fmt.Errorf("notify socket path %q", n.Path)
@@ -330,6 +346,9 @@ func (sv Saved) Fds() []int {
 		}
 		for _, e := range ss.Store {
 			add(e.Fd)
+		}
+		for _, c := range ss.Carried {
+			add(c.Fd)
 		}
 		if ss.Notify != nil {
 			add(ss.Notify.Fd)

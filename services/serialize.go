@@ -67,6 +67,14 @@ type SavedService struct {
 	NotifyDropped int        `json:"notify_dropped,omitempty"`
 	NotifyLate    int        `json:"notify_late,omitempty"`
 	PostPending   bool       `json:"post_pending,omitempty"` // exec_stop_post runs when this run ends
+	// Carried are connections a kexec carried that wait for the service's next start.
+	Carried []SavedCarried `json:"carried,omitempty"`
+}
+
+// SavedCarried is one carried connection waiting for the service's start, and its state blob.
+type SavedCarried struct {
+	Fd    int    `json:"fd"` // -1 in a snapshot
+	State []byte `json:"state,omitempty"`
 }
 
 // SavedSocket is a held socket, by its name in the service's config.
@@ -253,6 +261,15 @@ func (s *Service) save(forExec bool) (SavedService, []int, error) {
 			ss.Store = append(ss.Store, handoff.SavedFD{Name: e.Name, Fd: -1, Poll: e.Poll})
 		}
 	}
+	s.carried.mu.Lock()
+	for _, c := range s.carried.conns {
+		n := -1
+		if forExec {
+			n = fd(c.Fd)
+		}
+		ss.Carried = append(ss.Carried, SavedCarried{Fd: n, State: c.State})
+	}
+	s.carried.mu.Unlock()
 	ss.Stdout = SavedPipe{R: fd(rawFd(s.stdout.r)), W: fd(rawFd(s.stdout.w))}
 	ss.Stderr = SavedPipe{R: fd(rawFd(s.stderr.r)), W: fd(rawFd(s.stderr.w))}
 	ss.Logs, ss.LogNext = s.Logs.snapshot()

@@ -223,6 +223,9 @@ func (s *Service) close() error {
 	for _, h := range s.held {
 		errs = append(errs, h.Close())
 	}
+	// Connections a kexec carried for a start that never came: closed, their peers see them
+	// end (FIN, or a reset if unread bytes are queued), as they would without keep_connections.
+	closeCarried(s.carried.take())
 	// The readers end at EOF, once no process of the service holds the write ends either.
 	s.stdout.close()
 	s.stderr.close()
