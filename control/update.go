@@ -46,7 +46,7 @@ func (s *Server) updateStatus(w http.ResponseWriter, r *http.Request) {
 
 func updateCode(err error) int {
 	switch {
-	case errors.Is(err, update.ErrBusy):
+	case errors.Is(err, update.ErrBusy), errors.Is(err, update.ErrNotNow):
 		return http.StatusConflict
 	case errors.Is(err, update.ErrNoSpace):
 		return http.StatusInsufficientStorage

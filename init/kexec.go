@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,10 +25,29 @@ type pendingKexec struct {
 	retryAfter bool   // the load failed with ENOMEM: load again once services are stopped
 }
 
-// kexecRequest loads the kernel while everything still runs — a refused load costs no
-// downtime and its error goes back to the caller — then asks the main loop to shut down and
-// jump. Only ENOMEM is retried, after the services have freed their memory.
+// kexecRequest is initctl kexec: it holds the change guard from the request until the
+// shutdown is pending (from then on a re-exec or update is refused because of the shutdown),
+// so no re-exec or update starts while the kernel is loaded, nor a kexec while they run.
 func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, error) {
+	release, err := m.change.take("a kexec")
+	if err != nil {
+		var busy *changeBusy
+		if errors.As(err, &busy) && busy.holder == "a kexec" {
+			// The kernel allows one load at a time and answers a second with a bare EBUSY
+			// ("another kexec load or a crash kernel operation is in progress").
+			return control.KexecResult{}, errKexecBusy
+		}
+		return control.KexecResult{}, fmt.Errorf("kexec refused: %w", err)
+	}
+	defer release()
+	return m.loadAndJump(req)
+}
+
+// loadAndJump loads the kernel while everything still runs — a refused load costs no
+// downtime and its error goes back to the caller — then asks the main loop to shut down and
+// jump. Only ENOMEM is retried, after the services have freed their memory. The caller holds
+// the change guard (initctl kexec, or an update applying or rolling back).
+func (m *machine) loadAndJump(req control.KexecRequest) (control.KexecResult, error) {
 	m.log.Info("kexec requested", "kernel", req.Kernel, "method", req.Method, "load_only", req.LoadOnly, "unload", req.Unload)
 	if req.Unload {
 		if err := kexec.Unload(); err != nil {
@@ -74,14 +92,8 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 	params = append(params, "baton.prev="+m.shutdownID())
 	img.Cmdline = kexec.Join(params)
 
-	// The kernel allows one load at a time and answers a second with a bare EBUSY ("another
-	// kexec load or a crash kernel operation is in progress"); say what it means here.
-	if !kexecLoading.CompareAndSwap(false, true) {
-		return control.KexecResult{}, errKexecBusy
-	}
 	start := time.Now()
 	lr, err := loadKernel(img, method)
-	kexecLoading.Store(false)
 	res := control.KexecResult{Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: img.Cmdline, LoadMs: time.Since(start).Milliseconds(),
 		Method: string(lr.Method), Fallback: lr.Fallback}
 	if lr.Fast != nil {
@@ -114,10 +126,8 @@ func (m *machine) kexecRequest(req control.KexecRequest) (control.KexecResult, e
 	return res, nil
 }
 
-// kexecLoading is true while a kexec load runs (one machine per process); loadKernel is
-// kexec.LoadWith, a variable so a test can hold a load in progress.
+// loadKernel is kexec.LoadWith, a variable so a test can hold a load in progress.
 var (
-	kexecLoading atomic.Bool
 	loadKernel   = kexec.LoadWith
 	errKexecBusy = errors.New("kexec: a kexec is already in progress (a kernel is being loaded); wait for it to finish")
 )

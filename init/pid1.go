@@ -45,6 +45,7 @@ type machine struct {
 	initAt     time.Duration           // kernel uptime when /init started
 	bootWall   time.Time               // the kernel's start, as wall-clock time
 	power      chan system.PowerAction // the one accepted request (capacity 1); see requestPower
+	change     changeGuard             // one kexec, update or re-exec at a time (change.go)
 
 	mu             sync.Mutex
 	steps          []timing

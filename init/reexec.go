@@ -11,7 +11,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -90,14 +89,14 @@ type reexecer struct {
 	mode    string // pid1 | subreaper
 	reaper  *system.Reaper
 	sv      *services.Supervisor
-	busy    func() error                    // why not now (kexec, update, shutdown); nil: nothing
+	change  *changeGuard                    // held from Prepare until the execve (or the thaw after a failed one)
+	busy    func() error                    // why not now (a pending shutdown, an update on trial); nil: nothing
 	machine func() (json.RawMessage, error) // the mode's own state
 	started time.Time
 
 	digestOnce sync.Once
 	digest     string
 
-	running atomic.Bool // a re-exec is prepared or under way
 	mu      sync.Mutex
 	reexecs int
 	last    *control.ReexecStatus
@@ -134,16 +133,22 @@ func (x *reexecer) setLast(st control.ReexecStatus) {
 }
 
 // Prepare implements control.Reexecer: everything that can refuse without touching a
-// service.
+// service. The change guard is taken first and kept through commit, so no kexec or update can
+// start between the checks below and the execve, and none that started before gets here.
 func (x *reexecer) Prepare(binary io.Reader, sum string) (control.ReexecStarted, func(), error) {
-	if !x.running.CompareAndSwap(false, true) {
-		return control.ReexecStarted{}, nil, fmt.Errorf("%w: another re-exec is under way", control.ErrReexecBusy)
+	release, err := x.change.take("a re-exec")
+	if err != nil {
+		return control.ReexecStarted{}, nil, fmt.Errorf("%w: %v", control.ErrReexecBusy, err)
 	}
 	started, commit, err := x.prepare(binary, sum)
 	if err != nil {
-		x.running.Store(false)
+		release()
+		return started, nil, err
 	}
-	return started, commit, err
+	return started, func() {
+		defer release() // reached only when the execve did not happen
+		commit()
+	}, nil
 }
 
 func (x *reexecer) prepare(binary io.Reader, sum string) (control.ReexecStarted, func(), error) {
@@ -206,7 +211,6 @@ func (x *reexecer) prepareWith(uploaded bool, prev *os.File, prevSum string, tar
 	id := newReexecID()
 	x.setLast(control.ReexecStatus{ID: id, State: "running", From: prevSum, To: targetSum, At: time.Now()})
 	commit := func() {
-		defer x.running.Store(false) // reached only when the execve did not happen
 		defer closeBoth()
 		if err := x.commit(id, prevSum, prev, target); err != nil {
 			x.log.Error("reexec failed; this binary goes on", "id", id, "err", err, system.KmsgKey, true)

@@ -40,16 +40,14 @@ type pid1State struct {
 
 // newReexecer is initctl reexec for PID 1 (called when the API is set up).
 func (m *machine) newReexecer() *reexecer {
-	return &reexecer{log: m.log, mode: "pid1", reaper: m.reaper, sv: m.sv, started: time.Now(), busy: m.reexecBusy,
-		machine: m.reexecState}
+	return &reexecer{log: m.log, mode: "pid1", reaper: m.reaper, sv: m.sv, started: time.Now(), change: &m.change,
+		busy: m.reexecBusy, machine: m.reexecState}
 }
 
-// reexecBusy: no re-exec while a kernel is being loaded, a shutdown is pending, or an update
-// is received, applied or on trial (its confirmation runs in this image).
+// reexecBusy: no re-exec while a shutdown is pending, or an update is on trial (its
+// confirmation runs in this image). A kexec or an update under way holds the change guard,
+// which the re-exec takes before asking this.
 func (m *machine) reexecBusy() error {
-	if kexecLoading.Load() {
-		return errors.New("a kexec load is under way")
-	}
 	m.mu.Lock()
 	shutting := m.shutting
 	m.mu.Unlock()
@@ -58,9 +56,6 @@ func (m *machine) reexecBusy() error {
 	}
 	if u := m.updater.Load(); u != nil {
 		st := u.Status()
-		if st.Busy {
-			return errors.New("an update is under way")
-		}
 		if st.Last != nil && st.Last.State == update.StateTrial {
 			return fmt.Errorf("update %s is on trial, not confirmed yet", st.Last.ID)
 		}

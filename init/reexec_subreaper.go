@@ -26,7 +26,8 @@ type subreaperState struct {
 
 func subreaperReexecer(log *slog.Logger, reaper *system.Reaper, sv *services.Supervisor, cfg *config.Config,
 	start time.Time, readyAt *atomic.Int64) *reexecer {
-	x := &reexecer{log: log, mode: "subreaper", reaper: reaper, sv: sv, started: time.Now()}
+	// No kexec or update here: the guard is the re-exec's own.
+	x := &reexecer{log: log, mode: "subreaper", reaper: reaper, sv: sv, started: time.Now(), change: &changeGuard{}}
 	x.machine = func() (json.RawMessage, error) {
 		return json.Marshal(subreaperState{Config: cfg, Start: system.ToBoottime(start), ReadyAt: readyAt.Load()})
 	}

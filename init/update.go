@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 
 	"github.com/baton-init/baton/config"
@@ -37,14 +38,26 @@ func (m *machine) newUpdater() *update.Updater {
 	}
 	u := &update.Updater{Boot: update.Boot{Dir: bootDir}, Log: m.log, SV: m.sv, RunDir: runDir, Booted: man,
 		BootCfg: cfg, Cmdline: m.cmdline, ConfirmTimeout: cfg.Update.ConfirmTimeout.Duration,
+		// Called with the change guard held (Exclusive): the update's kexec is part of it.
 		Kexec: func(kernel, initrd, cmdline string) error {
-			_, err := m.kexecRequest(control.KexecRequest{Kernel: kernel, Initrd: initrd, Cmdline: cmdline})
+			_, err := m.loadAndJump(control.KexecRequest{Kernel: kernel, Initrd: initrd, Cmdline: cmdline})
 			return err
-		}}
+		},
+		Exclusive: m.updateExclusive}
 	u.Init()
 	st := u.Status()
 	m.log.Info("image", "id", man.ImageID, "slot", st.RunningSlot)
 	return u
+}
+
+// updateExclusive is the change guard as the updater takes it; a refusal wraps
+// update.ErrNotNow (409).
+func (m *machine) updateExclusive(what string) (func(), error) {
+	release, err := m.change.take(what)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", update.ErrNotNow, err)
+	}
+	return release, nil
 }
 
 // runningSlotFiles are the kernel and initramfs of the slot this boot came from: what

@@ -41,6 +41,11 @@ func (u *Updater) Apply(req ApplyRequest) (ApplyResult, error) {
 		return res, ErrBusy
 	}
 	defer u.busy.Unlock()
+	release, err := u.exclusive()
+	if err != nil {
+		return res, err
+	}
+	defer release()
 	slot, err := u.target()
 	if req.Rollback {
 		slot, err = u.rollbackSlot()
@@ -269,12 +274,22 @@ func (u *Updater) ConfirmTrial() {
 		_ = u.finish(&rec, StateConfirmed, "", nil)
 		return
 	}
+	// Taken while the record still says "trial" (a re-exec is refused then), so none slips in
+	// between the record and the kexec back.
+	release, busy := u.exclusive()
+	if busy == nil {
+		defer release()
+	}
 	_ = u.finish(&rec, StateRolledBack, reason, nil)
 	if u.Kexec == nil || rec.PrevSlot == "" {
 		return
 	}
 	back := u.nextCmdline("baton.slot="+rec.PrevSlot, "baton.rolledback="+rec.ID)
-	if err := u.Kexec(u.Boot.SlotFile(rec.PrevSlot, KernelFile), u.Boot.SlotFile(rec.PrevSlot, InitrdFile), back); err != nil {
+	err = busy
+	if err == nil {
+		err = u.Kexec(u.Boot.SlotFile(rec.PrevSlot, KernelFile), u.Boot.SlotFile(rec.PrevSlot, InitrdFile), back)
+	}
+	if err != nil {
 		u.Log.Error("update: rolling back by kexec failed; the firmware's default is the confirmed slot", "err", err, system.KmsgKey, true)
 	}
 }

@@ -27,6 +27,10 @@ import (
 // ErrBusy refuses a second update while one is received or applied.
 var ErrBusy = errors.New("an update is already under way")
 
+// ErrNotNow refuses an update while another change of the system (a kexec, a re-exec) is
+// under way.
+var ErrNotNow = errors.New("update refused")
+
 // Updater receives and applies updates on a running appliance.
 type Updater struct {
 	Boot   Boot
@@ -42,6 +46,10 @@ type Updater struct {
 	// it returns once loaded. nil outside PID 1: only in-place updates apply there.
 	Kexec          func(kernel, initrd, cmdline string) error
 	ConfirmTimeout time.Duration
+	// Exclusive, if set, is held while an image is received, applied or confirmed on trial:
+	// PID 1's one-change-at-a-time guard, which a kexec and a re-exec take too. A refusal
+	// wraps ErrNotNow. Kexec is called with it held.
+	Exclusive func(what string) (release func(), err error)
 
 	busy    sync.Mutex // held while an update is received or applied
 	mu      sync.Mutex // guards what follows
@@ -151,6 +159,11 @@ func (u *Updater) Receive(file string, size int64, sha string, body io.Reader) e
 		return ErrBusy
 	}
 	defer u.busy.Unlock()
+	release, err := u.exclusive()
+	if err != nil {
+		return err
+	}
+	defer release()
 	slot, err := u.target()
 	if err != nil {
 		return err
@@ -272,4 +285,12 @@ func (u *Updater) nextCmdline(extra ...string) string {
 		keep = append(keep, p)
 	}
 	return kexec.Join(append(keep, extra...))
+}
+
+// exclusive takes Exclusive, if set.
+func (u *Updater) exclusive() (release func(), err error) {
+	if u.Exclusive == nil {
+		return func() {}, nil
+	}
+	return u.Exclusive("an update")
 }
