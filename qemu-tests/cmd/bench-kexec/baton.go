@@ -134,6 +134,7 @@ func (e *env) measureBaton(t *vm.ProgramTB, boot func(vm.BootOptions) vm.BootOpt
 	defer p.End()
 	p.WaitAnswers(t, 20, 60*time.Second) // steady state: good answers before the command
 	r := run{Steps: map[string]time.Duration{}}
+	r.HostLoad = hostLoad()
 	cmd := time.Now()
 	if out, code := g.Initctl(t, args...); code != 0 {
 		t.Fatalf("initctl %s: exit %d: %s", strings.Join(args, " "), code, out)

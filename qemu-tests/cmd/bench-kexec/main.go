@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -53,6 +54,7 @@ type run struct {
 	FirstAnswer time.Duration            // command → first answer
 	Steps       map[string]time.Duration // the breakdown
 	Note        string                   // what the guest said it did (baton's kexec method)
+	HostLoad    float64                  // the host's 1-minute load average at the command
 }
 
 // row is one method: how to measure a run of it, and what was measured.
@@ -160,6 +162,16 @@ func attempt(t *vm.ProgramTB, r *row) (res run, err error) {
 func report(t *vm.ProgramTB, e *env, rows []*row, runs int, out string) {
 	fmt.Printf("\nkexec benchmark: Debian %s (%.1f MB), QEMU %s, %d runs each, rows taking turns\n",
 		filepath.Base(e.vmlinuz), float64(size(e.vmlinuz))/1e6, accel(), runs)
+	var lo, hi float64
+	for _, r := range rows {
+		for _, x := range r.Runs {
+			if lo == 0 || x.HostLoad < lo {
+				lo = x.HostLoad
+			}
+			hi = max(hi, x.HostLoad)
+		}
+	}
+	fmt.Printf("host: %d CPUs, 1-minute load average at the commands %.1f–%.1f (other jobs stretch every step)\n", runtime.NumCPU(), lo, hi)
 	fmt.Printf("images: baton %s %.1f MB; seed appliance %.1f MB\n\n", e.initrdFrom, float64(size(e.initrd))/1e6, float64(size(e.seedInitrd))/1e6)
 	fmt.Print(table(rows))
 	data, err := json.MarshalIndent(jsonReport(e, rows, runs), "", "  ")
@@ -188,4 +200,16 @@ func accel() string {
 		return strings.ToUpper(a)
 	}
 	return "TCG"
+}
+
+// hostLoad is the host's 1-minute load average: on a shared machine other QEMU guests stretch
+// every step, so the report says how busy the host was.
+func hostLoad() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	fmt.Sscan(string(b), &l)
+	return l
 }

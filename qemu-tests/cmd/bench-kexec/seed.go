@@ -48,6 +48,7 @@ func (e *env) measureSeed(t *vm.ProgramTB) run {
 	// Steady state; and nc, started right after that line, is listening by now.
 	p.WaitAnswers(t, 20, 60*time.Second)
 	r := run{Steps: map[string]time.Duration{}}
+	r.HostLoad = hostLoad()
 	cmd := time.Now()
 	if err := trigger(g.HostPort(seedTrigger)); err != nil {
 		t.Fatalf("seed appliance: kexec request: %v", err)

@@ -203,7 +203,8 @@ func jsonReport(e *env, rows []*row, runs int) map[string]any {
 		}
 		var rs []map[string]any
 		for _, x := range r.Runs {
-			rr := map[string]any{"downtime_s": secs(x.Downtime), "command_to_first_answer_s": secs(x.FirstAnswer), "breakdown_s": stepSecs(x.Steps)}
+			rr := map[string]any{"downtime_s": secs(x.Downtime), "command_to_first_answer_s": secs(x.FirstAnswer), "breakdown_s": stepSecs(x.Steps),
+				"host_load_1min": x.HostLoad}
 			if x.Note != "" {
 				rr["guest_said"] = x.Note
 			}
