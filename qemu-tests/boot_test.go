@@ -16,12 +16,13 @@ const (
 
 // TestQEMUBootDemo boots the test appliance once and checks what only a real PID 1 shows:
 // mounts, modules (listed, matched to devices, and loaded on the kernel's request), network,
-// hostname, services, the reaping of orphans, and a clean poweroff through a signal.
+// hostname, services (a oneshot web is ordered after, reload-config adding a service), the
+// reaping of orphans, and a clean poweroff through a signal.
 func TestQEMUBootDemo(t *testing.T) {
 	t.Parallel()
 	vmlinuz, modules := kernel(t, "amd64")
 	initrd, disk := testImage(t, modules)
-	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: initrd, Disk: disk, Forward: []int{webPort, testPort}})
+	vm := Boot(t, BootOptions{Kernel: vmlinuz, Initrd: initrd, Disk: disk, Forward: []int{webPort, testPort, controlPort}})
 
 	started := vm.WaitFor(`baton: all services started`, bootTimeout)
 	t.Logf("boot: %s", started)
@@ -129,6 +130,9 @@ func TestQEMUBootDemo(t *testing.T) {
 			t.Errorf("zombies remain: %v", z.Zombies)
 		}
 	})
+
+	vm.Run(t, "oneshot setup ran before web", func(t *testing.T) { oneshotBeforeWeb(t, vm) })
+	vm.Run(t, "reload-config adds a service, web keeps its pid", func(t *testing.T) { reloadAddsService(t, vm) })
 
 	// Last: SIGUSR2 to PID 1 from inside powers the machine off.
 	vm.Post(t, testPort, "/signal-init?sig=USR2")

@@ -1,5 +1,6 @@
 // Command testsvc runs inside test appliances and lets the QEMU tests look at the machine
-// from inside: processes, zombies, modules, mounts, routes, and signals to PID 1.
+// from inside: processes, zombies, modules, mounts, routes, files, and signals to PID 1. Run
+// with -mode touch it is the appliance's oneshot setup task instead: it writes a file and exits.
 package main
 
 import (
@@ -7,6 +8,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"math/bits"
 	"net/http"
@@ -19,11 +21,18 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "serve", "serve | orphan-parent | orphan-child")
+	mode := flag.String("mode", "serve", "serve | orphan-parent | orphan-child | touch")
 	addr := flag.String("addr", ":81", "listen address")
 	life := flag.Duration("life", 500*time.Millisecond, "orphan-child: how long to live")
+	file := flag.String("file", "", "touch: the file to write")
 	flag.Parse()
 	switch *mode {
+	case "touch":
+		// A oneshot's work: leave a mark the tests can look for, and exit 0.
+		if err := os.WriteFile(*file, []byte(time.Now().Format(time.RFC3339Nano)+"\n"), 0o644); err != nil {
+			log.Fatal(err)
+		}
+		os.Exit(0)
 	case "orphan-parent":
 		// Start a child and exit at once: the child is re-parented to PID 1 (or the nearest
 		// subreaper), which must reap it when it ends.
@@ -43,6 +52,8 @@ func main() {
 	http.HandleFunc("GET /info", info)
 	http.HandleFunc("GET /filesystem", filesystem)
 	http.HandleFunc("POST /signal-init", signalInit)
+	http.HandleFunc("GET /file", readFile)
+	http.HandleFunc("PUT /file", writeFile)
 	log.Printf("testsvc listening on %s", *addr)
 	log.Fatal(http.ListenAndServe(*addr, nil))
 }
@@ -153,6 +164,31 @@ func signalInit(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 	w.(http.Flusher).Flush()
 	_ = syscall.Kill(1, sig)
+}
+
+// readFile reports whether the file ?path= exists, and its content.
+func readFile(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Query().Get("path")
+	b, err := os.ReadFile(path)
+	writeJSON(w, map[string]any{"path": path, "exists": err == nil, "content": string(b)})
+}
+
+// writeFile replaces the file ?path= with the request's body (the tests rewrite baton's config
+// before initctl reload-config). Written beside it and renamed, so no reader sees half of it.
+func writeFile(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Query().Get("path")
+	b, err := io.ReadAll(r.Body)
+	if err == nil {
+		err = os.WriteFile(path+".new", b, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(path+".new", path)
+	}
+	if err != nil {
+		http.Error(w, "write "+path+": "+err.Error(), 500)
+		return
+	}
+	writeJSON(w, map[string]any{"path": path, "written": len(b)})
 }
 
 type procStat struct {
