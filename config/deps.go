@@ -41,3 +41,25 @@ func (c *Config) ConflictsWith(name string) []string {
 	}
 	return out
 }
+
+// HeldByConflict lists the services the boot does not start because of a conflict, each with
+// the service it yields to. systemd starts one side of a Conflicts= in a transaction; baton's
+// rule is the order of the file: of two conflicting services the one listed first starts. A
+// service listed later is held when it conflicts with one listed before it that is not held
+// itself, so of a chain a–b–c (a conflicts with b, b with c) a and c start and b is held.
+func (c *Config) HeldByConflict() map[string]string {
+	held := map[string]string{}
+	starts := map[string]bool{}
+	for _, s := range c.Service {
+		for _, o := range c.ConflictsWith(s.Name) {
+			if starts[o] { // listed before s, and starts
+				held[s.Name] = o
+				break
+			}
+		}
+		if _, ok := held[s.Name]; !ok {
+			starts[s.Name] = true
+		}
+	}
+	return held
+}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -108,5 +109,27 @@ func TestLogConfig(t *testing.T) {
 	}
 	if (Log{Dir: "/l"}).Size() != DefaultLogMaxSize || (Log{Dir: "/l"}).KeptBoots() != DefaultLogBoots {
 		t.Error("defaults not applied")
+	}
+}
+
+func TestHeldByConflict(t *testing.T) {
+	svc := func(name string, conflicts ...string) Service { return Service{Name: name, Conflicts: conflicts} }
+	for _, tc := range []struct {
+		name     string
+		services []Service
+		want     map[string]string
+	}{
+		{"none", []Service{svc("a"), svc("b")}, map[string]string{}},
+		{"the later names the earlier", []Service{svc("a"), svc("b", "a")}, map[string]string{"b": "a"}},
+		{"the earlier names the later", []Service{svc("a", "b"), svc("b")}, map[string]string{"b": "a"}},
+		{"a chain: the middle one yields", []Service{svc("a", "b"), svc("b", "c"), svc("c")}, map[string]string{"b": "a"}},
+		{"one against two", []Service{svc("a"), svc("b"), svc("c", "a", "b")}, map[string]string{"c": "a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := (&Config{Service: tc.services}).HeldByConflict()
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("HeldByConflict() = %v; want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -42,7 +42,8 @@ func (ic *initctl) reloadConfig(args []string) error {
 		what  string
 		names []string
 	}{
-		{"stopped (removed)", r.Stopped}, {"started (added)", r.Started}, {"upgraded (exec or env)", r.Upgraded},
+		{"stopped (removed)", r.Stopped}, {"started (added)", r.Started}, {"held (added; conflicts with one that runs)", r.Held},
+		{"upgraded (exec or env)", r.Upgraded},
 		{"restarted (settings)", r.Restarted}, {"rebuilt (sockets)", r.Replaced},
 		{"configured (applies at next start)", r.Configured}, {"unchanged", r.Unchanged},
 	} {

@@ -1,23 +1,34 @@
 package services
 
-import "slices"
+import (
+	"fmt"
+	"slices"
+)
 
 // wants and conflicts (systemd's Wants= and Conflicts=) act across services, so they are the
 // supervisor's, not a service loop's: before an explicit start (initctl start), what conflicts
-// with the service is stopped, and what it wants is started, its failure logged and ignored.
+// with the service is stopped and held, and what it wants is started, its failure logged and
+// ignored. At boot, of two conflicting services the one listed first starts and the other is
+// held (Supervisor.startAtBoot); a service reload-config adds is held when one it conflicts
+// with is up. A held service is stopped, with the conflict as its status (Status.HeldBy).
 // The order they give (wants orders like after) is config.StartOrder's and the boot's.
 
-// beforeStart stops the services that conflict with s and starts those it wants.
+// beforeStart stops and holds the services that conflict with s and starts those it wants.
+// A failed one stays failed: its failure is news, not the conflict.
 func (sv *Supervisor) beforeStart(s *Service) {
 	name := s.spec().Name
 	for _, c := range sv.conflicting(name) {
-		if st := c.Status().State; st == Stopped || st == Failed {
+		st := c.Status().State
+		if st == Failed {
 			continue
 		}
-		sv.log.Info("stopping a conflicting service", "service", c.spec().Name, "to_start", name)
-		if _, err := sv.StopReport(c.spec().Name); err != nil {
-			sv.log.Warn("stop of a conflicting service failed", "service", c.spec().Name, "err", err)
+		if st != Stopped {
+			sv.log.Info("stopping a conflicting service", "service", c.spec().Name, "to_start", name)
+			if _, err := sv.StopReport(c.spec().Name); err != nil {
+				sv.log.Warn("stop of a conflicting service failed", "service", c.spec().Name, "err", err)
+			}
 		}
+		c.request(request{op: opHold, other: name, err: fmt.Errorf("stopped: conflicts with %s, which was started", name)})
 	}
 	for _, w := range s.spec().Wants {
 		if err := sv.Start(w); err != nil {
@@ -41,4 +52,14 @@ func (sv *Supervisor) conflicting(name string) []*Service {
 		}
 	}
 	return out
+}
+
+// upConflict names a service name conflicts with that is not stopped or failed, or "".
+func (sv *Supervisor) upConflict(name string) string {
+	for _, c := range sv.conflicting(name) {
+		if st := c.Status().State; st != Stopped && st != Failed {
+			return c.spec().Name
+		}
+	}
+	return ""
 }

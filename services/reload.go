@@ -14,6 +14,7 @@ type ReloadReport struct {
 	Restarted []string `json:"restarted,omitempty"` // other settings changed: stopped, started with them
 	Replaced  []string `json:"replaced,omitempty"`  // sockets, fd store or notify use changed: rebuilt
 	Started   []string `json:"started,omitempty"`   // added
+	Held      []string `json:"held,omitempty"`      // added, not started: conflicts with one that runs
 	Stopped   []string `json:"stopped,omitempty"`   // removed
 	// Configured: changed while not running; the new config applies at its next start.
 	Configured []string `json:"configured,omitempty"`
@@ -71,7 +72,7 @@ func (sv *Supervisor) Reload(cfg *config.Config) ReloadReport {
 		}
 	}
 
-	next := &serviceSet{byName: map[string]*Service{}}
+	next := &serviceSet{byName: map[string]*Service{}, held: cfg.HeldByConflict()}
 	type todo struct {
 		s     *Service
 		spec  config.Service
@@ -90,7 +91,6 @@ func (sv *Supervisor) Reload(cfg *config.Config) ReloadReport {
 			}
 			next.list, next.byName[spec.Name] = append(next.list, ns), ns
 			work = append(work, todo{s: ns, spec: spec, was: Stopped, added: true})
-			rep.Started = append(rep.Started, spec.Name)
 			continue
 		}
 		t := todo{s: s, spec: spec, how: classify(*s.spec(), spec), was: s.Status().State}
@@ -121,6 +121,12 @@ func (sv *Supervisor) Reload(cfg *config.Config) ReloadReport {
 		var err error
 		switch {
 		case t.added:
+			if by := sv.upConflict(name); by != "" {
+				rep.Held = append(rep.Held, name)
+				t.s.request(request{op: opHold, other: by, err: fmt.Errorf("not started: conflicts with %s, which runs", by)})
+				break
+			}
+			rep.Started = append(rep.Started, name)
 			if err = sv.requiresUp(t.s); err == nil {
 				err = t.s.request(request{op: opStart}).err
 			} else {

@@ -124,7 +124,8 @@ type state struct {
 	lastExit      *system.Exit
 	lastEnd       howEnded // for the restart policy
 	lastErr       error
-	statusMsg     string // the service's own STATUS=
+	statusMsg     string // the service's own STATUS=; a hold's reason
+	heldBy        string // stopped because this conflicting service runs (opHold)
 	mainPid       int    // MAINPID= as the service reported it
 	notifyDropped int    // notify datagrams refused: not from the service's processes
 	notifyLate    int    // from a generation that is ending (old version, a stopping service)
@@ -152,10 +153,11 @@ const (
 	opConfigure // a reloaded config, for the next start (the service is not running)
 	opReload    // reload_signal to the main process (notify: and wait for READY=1)
 	opKill      // a signal to the service's processes, as asked
+	opHold      // not started: a service it conflicts with runs instead (deps.go)
 	nOps
 )
 
-var opNames = [nOps]string{"start", "stop", "restart", "upgrade", "fail", "configure", "reload", "kill"}
+var opNames = [nOps]string{"start", "stop", "restart", "upgrade", "fail", "configure", "reload", "kill", "hold"}
 
 func (o op) String() string { return opNames[o] }
 
@@ -163,7 +165,8 @@ type request struct {
 	op    op
 	exec  string          // opUpgrade: the new binary ("" keeps it)
 	spec  *config.Service // opUpgrade, opRestart: the config to run from now on (nil: keep it)
-	err   error           // opFail: why
+	err   error           // opFail, opHold: why
+	other string          // opHold: the service it conflicts with, which runs
 	flush bool            // opStop: empty the fd store too
 	sig   unix.Signal     // opKill
 	main  bool            // opKill: the main process only

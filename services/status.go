@@ -21,9 +21,12 @@ type Status struct {
 	Type     string    `json:"type"`             // simple | forking | oneshot
 	Ready    string    `json:"ready,omitempty"`  // started | notify (simple)
 	// Completed: a oneshot whose last run exited successfully (requires accepts it as up).
-	Completed bool   `json:"completed,omitempty"`
-	Restart   string `json:"restart"`
-	Cgroup    string `json:"cgroup,omitempty"`
+	Completed bool `json:"completed,omitempty"`
+	// HeldBy: stopped because this service, which it conflicts with, runs instead (Status
+	// says since when: the boot, or an initctl start).
+	HeldBy  string `json:"held_by,omitempty"`
+	Restart string `json:"restart"`
+	Cgroup  string `json:"cgroup,omitempty"`
 	// NotifyDropped counts notify datagrams from processes outside the service.
 	NotifyDropped int `json:"notify_dropped,omitempty"`
 	// NotifyLate counts datagrams from a generation that was ending (the old version of an
@@ -69,7 +72,7 @@ func (s *Service) statusNow() Status {
 	st := Status{Name: s.spec().Name, State: s.state(), Restarts: s.st.restarts, Status: s.st.statusMsg,
 		Type: s.spec().Type, Ready: s.spec().Ready, Completed: s.st.completed, Restart: s.spec().Restart, Cgroup: s.st.cgroup, StartedAt: s.st.firstUp,
 		ReadyAt: s.st.firstRdy, NotifyDropped: s.st.notifyDropped, NotifyLate: s.st.notifyLate,
-		Upgrades: s.st.upgrades, MainPid: s.st.mainPid, Reloading: s.st.phase == pReloading}
+		Upgrades: s.st.upgrades, MainPid: s.st.mainPid, Reloading: s.st.phase == pReloading, HeldBy: s.st.heldBy}
 	st.Exec = s.spec().Exec[0]
 	if g := s.st.cur; g != nil {
 		st.Pid, st.Since, st.Exec = g.pid, g.started, g.exec

@@ -47,6 +47,9 @@ type Supervisor struct {
 type serviceSet struct {
 	list   []*Service // in start order
 	byName map[string]*Service
+	// held are the services the boot leaves stopped, each with the conflicting service
+	// listed before it that starts instead (config.HeldByConflict).
+	held map[string]string
 }
 
 func (sv *Supervisor) services() []*Service { return sv.set.Load().list }
@@ -80,7 +83,7 @@ func New(cfg *config.Config, o Options) (*Supervisor, error) {
 		e.journal, owns = OpenJournal(cfg.Log.Dir, cfg.Log.Size(), cfg.Log.KeptBoots(), o.Log), true
 	}
 	sv := &Supervisor{log: o.Log, env: e, console: e.console, journal: e.journal, ownsJrnl: owns}
-	set := &serviceSet{byName: map[string]*Service{}}
+	set := &serviceSet{byName: map[string]*Service{}, held: cfg.HeldByConflict()}
 	sv.set.Store(set)
 	for _, spec := range cfg.StartOrder() {
 		s, err := newService(spec, e)
@@ -102,7 +105,9 @@ type StartReport struct {
 }
 
 // StartAll starts each service in order, each after those it is ordered after are ready.
-// A service whose required service is not running is not started; the others still are.
+// A service whose required service is not running is not started; the others still are. Of
+// two conflicting services only the one listed first in the config is started: the other is
+// held (stopped, its status naming the conflict).
 func (sv *Supervisor) StartAll() []StartReport {
 	var out []StartReport
 	for _, s := range sv.services() {
@@ -124,6 +129,10 @@ func (sv *Supervisor) StartOne(name string) StartReport {
 
 func (sv *Supervisor) startAtBoot(s *Service) StartReport {
 	start := time.Now()
+	if by, ok := sv.set.Load().held[s.spec().Name]; ok {
+		s.request(request{op: opHold, other: by, err: fmt.Errorf("not started at boot: conflicts with %s, listed before it", by)})
+		return StartReport{Name: s.spec().Name, Took: time.Since(start)}
+	}
 	err := sv.requiresUp(s)
 	if err == nil {
 		err = s.request(request{op: opStart}).err

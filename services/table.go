@@ -21,17 +21,17 @@ import (
 type action func(s *Service, req request)
 
 // onRequest: every cell answers, at once or when the transition it starts is over.
-var onRequest = [nPhases][nOps]action{ // columns: start, stop, restart, upgrade, fail, configure, reload, kill
-	pDown:      {startFresh, stopIdle, startFresh, notRunning, failNow, configure, cannotReload, killAsked},
-	pFailed:    {startFresh, stopIdle, startFresh, notRunning, failNow, configure, cannotReload, killAsked},
-	pBackoff:   {startFresh, stopIdle, startFresh, notRunning, answerOK, configure, cannotReload, killAsked},
-	pStarting:  {awaitStart, beginStop, stopThenStart, notRunning, answerOK, configure, cannotReload, killAsked},
-	pRunning:   {answerOK, beginStop, stopThenStart, beginUpgrade, answerOK, configure, beginReload, killAsked},
-	pStopping:  {startLater, awaitStop, startLater, notRunning, answerOK, configure, cannotReload, killAsked},
-	pPidWait:   {awaitStart, stopPidWait, restartPidWait, notRunning, answerOK, configure, cannotReload, killAsked},
-	pReloading: {answerOK, beginStop, stopThenStart, notRunning, answerOK, configure, awaitReload, killAsked},
-	pPreStart:  {awaitStart, beginStop, stopThenStart, notRunning, answerOK, configure, cannotReload, killAsked},
-	pPostStop:  {startLater, stopAfterPost, startLater, notRunning, answerOK, configure, cannotReload, killAsked},
+var onRequest = [nPhases][nOps]action{ // columns: start, stop, restart, upgrade, fail, configure, reload, kill, hold
+	pDown:      {startFresh, stopIdle, startFresh, notRunning, failNow, configure, cannotReload, killAsked, holdDown},
+	pFailed:    {startFresh, stopIdle, startFresh, notRunning, failNow, configure, cannotReload, killAsked, holdDown},
+	pBackoff:   {startFresh, stopIdle, startFresh, notRunning, answerOK, configure, cannotReload, killAsked, answerOK},
+	pStarting:  {awaitStart, beginStop, stopThenStart, notRunning, answerOK, configure, cannotReload, killAsked, answerOK},
+	pRunning:   {answerOK, beginStop, stopThenStart, beginUpgrade, answerOK, configure, beginReload, killAsked, answerOK},
+	pStopping:  {startLater, awaitStop, startLater, notRunning, answerOK, configure, cannotReload, killAsked, answerOK},
+	pPidWait:   {awaitStart, stopPidWait, restartPidWait, notRunning, answerOK, configure, cannotReload, killAsked, answerOK},
+	pReloading: {answerOK, beginStop, stopThenStart, notRunning, answerOK, configure, awaitReload, killAsked, answerOK},
+	pPreStart:  {awaitStart, beginStop, stopThenStart, notRunning, answerOK, configure, cannotReload, killAsked, answerOK},
+	pPostStop:  {startLater, stopAfterPost, startLater, notRunning, answerOK, configure, cannotReload, killAsked, answerOK},
 }
 
 type event int
@@ -99,15 +99,25 @@ func notRunning(s *Service, req request) {
 }
 
 func failNow(s *Service, req request) {
-	s.st.lastErr = req.err
+	s.st.lastErr, s.st.heldBy = req.err, ""
 	s.enter(pFailed, time.Time{})
 	s.log.Error("not started", "err", req.err)
 	s.answer(req.reply, reply{})
 }
 
+// holdDown keeps a service that is not running down, with why: a service it conflicts with
+// runs instead. Only one that is down or failed is held; one started meanwhile (initctl
+// start) keeps running.
+func holdDown(s *Service, req request) {
+	s.st.heldBy, s.st.statusMsg, s.st.lastErr = req.other, req.err.Error(), nil
+	s.enter(pDown, time.Time{})
+	s.log.Info("not started", "why", req.err)
+	s.answer(req.reply, reply{})
+}
+
 // startFresh begins an activation: an explicit start forgets earlier failures.
 func startFresh(s *Service, req request) {
-	s.st.failures, s.st.backoff, s.st.lastErr = nil, s.spec().RestartDelay.Duration, nil
+	s.st.failures, s.st.backoff, s.st.lastErr, s.st.heldBy = nil, s.spec().RestartDelay.Duration, nil, ""
 	s.st.startWaiters = append(s.st.startWaiters, req.reply)
 	s.run()
 }

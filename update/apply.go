@@ -196,7 +196,8 @@ func (u *Updater) finish(rec *Record, state, reason string, err error) error {
 
 // confirm waits, within ConfirmTimeout, for every service meant to run to be ready; a
 // restart = "never" service that exited 0 is fine, one that had failed before the update does
-// not hold it up. It returns "" or why not.
+// not hold it up, nor one held down by a conflict (the service it yields to is waited for on
+// its own). It returns "" or why not.
 func (u *Updater) confirm(failedBefore map[string]bool) string {
 	timeout := u.ConfirmTimeout
 	if timeout <= 0 {
@@ -206,6 +207,8 @@ func (u *Updater) confirm(failedBefore map[string]bool) string {
 	ok := func(st services.Status) bool {
 		switch {
 		case st.State == services.Running, st.State == services.Reloading, st.Completed: // a oneshot that ran
+			return true
+		case st.State == services.Stopped && st.HeldBy != "":
 			return true
 		}
 		return st.State == services.Stopped && st.Restart == config.RestartNever && strings.Contains(st.LastExit, "status 0")
