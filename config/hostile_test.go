@@ -65,7 +65,10 @@ func TestLargeValidConfigFast(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "kexec.kernel") {
 		t.Fatalf("err = %v", err)
 	}
-	if took > 5*time.Second {
+	// Quadratic rescanning (one pass over the file per key, ~35,000 keys) takes minutes; the
+	// linear parse about a second, 15 s on a machine loaded far past its two cores. The bound
+	// only tells the two apart; speed itself is for benchmarks.
+	if took > 90*time.Second {
 		t.Errorf("2 MB config took %v", took)
 	}
 }

@@ -86,14 +86,16 @@ func TestRestartPoliciesByCause(t *testing.T) {
 func TestWatchdogSignalThenKill(t *testing.T) {
 	sv := supervisor(t,
 		config.Service{Name: "abrt", Watchdog: dur(150 * time.Millisecond), Exec: sh("exec sleep 100")},
-		config.Service{Name: "stubborn", Watchdog: dur(150 * time.Millisecond), StopTimeout: dur(300 * time.Millisecond),
+		// Its watchdog leaves time for sh to start and set the trap on a loaded machine: an
+		// ABRT before the trap is set would kill it, and the test would see SIGABRT.
+		config.Service{Name: "stubborn", Watchdog: dur(2 * time.Second), StopTimeout: dur(300 * time.Millisecond),
 			Exec: sh(`trap "echo ignored ABRT" ABRT; while :; do sleep 0.02; done`)})
 	sv.StartAll()
 	a, b := sv.Service("abrt"), sv.Service("stubborn")
-	if !a.WaitUntil(func(st Status) bool { return st.State == Failed }, 5*time.Second) || !strings.Contains(a.Status().LastExit, "SIGABRT") {
+	if !a.WaitUntil(func(st Status) bool { return st.State == Failed }, 20*time.Second) || !strings.Contains(a.Status().LastExit, "SIGABRT") {
 		t.Errorf("abrt: %+v; want failed, killed by SIGABRT", a.Status())
 	}
-	if !b.WaitUntil(func(st Status) bool { return st.State == Failed }, 5*time.Second) || !strings.Contains(b.Status().LastExit, "SIGKILL") {
+	if !b.WaitUntil(func(st Status) bool { return st.State == Failed }, 20*time.Second) || !strings.Contains(b.Status().LastExit, "SIGKILL") {
 		t.Errorf("stubborn: %+v; want failed, killed by SIGKILL after stop_timeout", b.Status())
 	}
 	waitLog(t, b, "ignored ABRT")
