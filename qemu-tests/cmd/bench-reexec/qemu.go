@@ -18,7 +18,7 @@ import (
 type kexecRun struct {
 	DowntimeMs float64 `json:"downtime_ms"` // last good answer before → first after
 	CommandMs  float64 `json:"command_ms"`  // initctl update: upload, apply, kexec, until confirmed
-	Failed     int     `json:"failed"`      // requests that failed (the downtime's, by design)
+	Failed     int     `json:"failed"`      // requests that failed (in the downtime: refused, reset, timed out)
 	Answers    int     `json:"answers"`
 	Error      string  `json:"error,omitempty"`
 }
@@ -136,7 +136,10 @@ func kexecUpdate(t *vm.ProgramTB, g *vm.VM, kernel, image string) kexecRun {
 	if k.Error != "" {
 		return k
 	}
-	gap := p.WaitGap(t, at, 120*time.Second)
+	// The downtime starts once the kernel is loaded (the services stop then), long after the
+	// command began: the upload and the apply come first, the web service answering.
+	_, loaded := g.WaitForAt(`baton: kexec kernel loaded`, 60*time.Second)
+	gap := p.WaitGap(t, loaded, 120*time.Second)
 	r := p.End()
 	k.DowntimeMs, k.Failed, k.Answers = float64(gap.Length().Microseconds())/1000, len(r.Failed), r.Answers
 	return k
