@@ -29,7 +29,7 @@ HOSTFWD     = $(subst $(empty) ,,$(foreach f,$(subst $(comma), ,$(FORWARDS)),$(c
 
 BINS := $(OUT)/bin/init $(OUT)/bin/initctl $(OUT)/bin/web $(OUT)/bin/stream $(OUT)/bin/testsvc
 
-.PHONY: run-uefi all run test unit fuzz qemu-test image bench bench-handoff bench-kexec bench-update bench-reexec deps qemu kernel interop daemons vet clean
+.PHONY: run-uefi all run test unit fuzz qemu-test image bench bench-handoff bench-kexec bench-update bench-reexec bench-carry deps qemu kernel interop daemons vet clean
 all: image
 
 # --- dependencies a fresh machine lacks -------------------------------------------------
@@ -141,7 +141,7 @@ qemu-test: deps
 test: vet unit qemu-test
 
 # Benchmarks print a table and write JSON to out/bench/.
-bench: bench-handoff bench-kexec bench-update bench-reexec
+bench: bench-handoff bench-kexec bench-update bench-reexec bench-carry
 
 # Reboot downtime under a host-side poller, one kernel, rows taking turns: the seed's own method
 # (busybox + Debian's kexec-tools, kexec -l then -e; its packages are fetched with apt-get
@@ -161,6 +161,12 @@ bench-reexec: image
 
 bench-handoff: image
 	$(GO) run ./qemu-tests/cmd/bench-handoff -qemu -o $(OUT)/bench/handoff.json
+
+# keep_connections across initctl kexec (fast, same kernel) beside the same kexec without it,
+# under TestQEMUKeepConnections' load: connections kept, requests failed, the longest client
+# wait, downtime. RUNS kexecs per mode (default 2: each is minutes under TCG).
+bench-carry: image
+	$(GO) run ./qemu-tests/cmd/bench-carry -runs $(or $(RUNS),2) -o $(OUT)/bench/carry.json
 
 clean:
 	rm -rf $(OUT)

@@ -44,7 +44,11 @@ type LinesResult struct {
 }
 
 func (r LinesResult) String() string {
-	return fmt.Sprintf("%d of %d connections kept, %d lines answered, longest stall %v", r.Conns-r.Broken, r.Conns, r.Lines, r.MaxStall.Round(time.Millisecond))
+	s := fmt.Sprintf("%d of %d connections kept, %d lines answered, longest stall %v", r.Conns-r.Broken, r.Conns, r.Lines, r.MaxStall.Round(time.Millisecond))
+	if len(r.Errs) > 0 {
+		s += fmt.Sprintf("; first errors: %v", r.Errs[:min(5, len(r.Errs))])
+	}
+	return s
 }
 
 // StartLines opens n connections to addr (host:port) and keeps them talking.
@@ -103,6 +107,13 @@ func (lc *Lines) Answered() int {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	return lc.total
+}
+
+// MaxStall is the longest wait for an answer so far.
+func (lc *Lines) MaxStall() time.Duration {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return lc.maxStall
 }
 
 // WaitLines waits until n lines were answered in all.
@@ -203,4 +214,30 @@ func (rl *Requests) Stop() RequestsResult {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	return RequestsResult{Answered: rl.answered, Failed: rl.failed, Longest: rl.longest, Errs: rl.errs}
+}
+
+// Answered is the number of requests answered so far.
+func (rl *Requests) Answered() int {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	return rl.answered
+}
+
+// Longest is the longest request so far.
+func (rl *Requests) Longest() time.Duration {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	return rl.longest
+}
+
+// WaitAnswered waits until n requests were answered in all.
+func (rl *Requests) WaitAnswered(n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for rl.Answered() < n {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d requests answered after %v, want %d", rl.Answered(), timeout, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
 }
