@@ -63,7 +63,7 @@ func TestOneChangeAtATime(t *testing.T) {
 		// hold starts the change and returns once it holds the guard; done waits for its end.
 		hold func(t *testing.T, c *changeMachine, s *stall) (done func() error)
 		// try asks for the change; busy says whether the error is the guard's refusal.
-		try func(c *changeMachine) error
+		try  func(c *changeMachine) error
 		busy func(error) bool
 	}{
 		{name: "a kexec",

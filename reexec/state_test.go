@@ -36,7 +36,7 @@ fdstore_max = 4
 		Store:  []handoff.SavedFD{{Name: "state", Fd: 12, Poll: true}},
 		Notify: &services.SavedNotify{Path: "/run/baton/notify/web", Fd: 13},
 		Stdout: services.SavedPipe{R: 14, W: 15}, Stderr: services.SavedPipe{R: 16, W: 17},
-		Logs:   []services.LogLine{{Seq: 1, Time: time.Unix(1700000000, 0).UTC(), Stream: "stdout", Text: "hello"}}, LogNext: 2,
+		Logs: []services.LogLine{{Seq: 1, Time: time.Unix(1700000000, 0).UTC(), Stream: "stdout", Text: "hello"}}, LogNext: 2,
 		Deadline: 9e9, Backoff: int64(time.Second), Restarts: 2, LastEndStatus: -1}
 	return &State{ID: "abcd", FromExe: "00", PrevFd: 18, FrozenAt: 7e9, Control: 19, Remote: -1,
 		Fds:      []int{10, 11, 12, 13, 14, 15, 16, 17, 18, 19},
