@@ -36,9 +36,11 @@ func (m *machine) carryPending() bool {
 	return kexeced && len(m.keepServices()) > 0
 }
 
-// networkAfter is what configuring the network waits for.
+// networkAfter is what configuring the network waits for: the held sockets bound (no SYN meets
+// a kernel without a listener), not the modules — it waits for its interface to appear while
+// they load (configureNetwork), so it comes up once its own driver has bound.
 func (m *machine) networkAfter() []string {
-	after := []string{stepModules, stepControl}
+	after := []string{stepControl}
 	if m.carryPending() {
 		after = append(after, stepCarryLock)
 	}

@@ -45,7 +45,11 @@ type machine struct {
 	initAt     time.Duration           // kernel uptime when /init started
 	bootWall   time.Time               // the kernel's start, as wall-clock time
 	power      chan system.PowerAction // the one accepted request (capacity 1); see requestPower
-	change     changeGuard             // one kexec, update or re-exec at a time (change.go)
+	// modulesDone closes when the module step has ended; the network waits for its interface
+	// until then (and a little after), not for the whole step.
+	modulesDone chan struct{}
+	modulesOnce sync.Once
+	change      changeGuard // one kexec, update or re-exec at a time (change.go)
 
 	mu             sync.Mutex
 	steps          []timing
@@ -124,7 +128,8 @@ func (m *machine) powerAction(action system.PowerAction) {
 // newMachine is PID 1's state before the boot; it logs to console, and to the kernel log
 // once mountBase has made /dev/kmsg.
 func newMachine(console io.Writer) *machine {
-	m := &machine{initAt: system.Uptime(), level: new(slog.LevelVar), power: make(chan system.PowerAction, 1)}
+	m := &machine{initAt: system.Uptime(), level: new(slog.LevelVar), power: make(chan system.PowerAction, 1),
+		modulesDone: make(chan struct{})}
 	m.bootWall = time.Now().Add(-m.initAt)
 	m.console = system.NewConsoleHandler(console, nil, m.level)
 	m.log = slog.New(m.console)
@@ -264,6 +269,8 @@ func (m *machine) setHostname() error {
 }
 
 func (m *machine) loadModules() error {
+	// However it ends (a panic too): the network's wait for its interface counts from here.
+	defer m.modulesLoaded()
 	// Answer the kernel's on-demand requests (fs-*, crypto-*, net-pf-*) with this binary.
 	if err := os.WriteFile("/proc/sys/kernel/modprobe", []byte(modprobePath), 0); err != nil {
 		m.log.Warn("cannot set the kernel's modprobe helper", "err", err)
@@ -298,6 +305,11 @@ func (m *machine) loadModules() error {
 	return errors.Join(errListed, errPlug)
 }
 
+// modulesLoaded closes modulesDone once.
+func (m *machine) modulesLoaded() {
+	m.modulesOnce.Do(func() { close(m.modulesDone) })
+}
+
 func (m *machine) configureNetwork() error {
 	errs := []error{}
 	if err := system.LoopbackUp(); err != nil {
@@ -305,7 +317,7 @@ func (m *machine) configureNetwork() error {
 	}
 	if m.cfg != nil {
 		for _, n := range m.cfg.Network {
-			if err := system.ConfigureInterface(m.log, n, 5*time.Second); err != nil {
+			if err := system.ConfigureInterfaceAfter(m.log, n, m.modulesDone, 5*time.Second); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -29,13 +29,20 @@ func LoopbackUp() error {
 // to wait for the interface to appear, since drivers probe devices asynchronously after their
 // module is loaded.
 func ConfigureInterface(log *slog.Logger, n config.Network, wait time.Duration) error {
+	return ConfigureInterfaceAfter(log, n, nil, wait)
+}
+
+// ConfigureInterfaceAfter is ConfigureInterface for a boot that loads drivers meanwhile: the
+// interface may appear while drivers is open, and wait counts from when it closes (nil: now).
+// The network then comes up as soon as its own driver has bound, not after every module.
+func ConfigureInterfaceAfter(log *slog.Logger, n config.Network, drivers <-chan struct{}, wait time.Duration) error {
 	// One netlink socket for all the requests: the package's default opens one per call.
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}
 	defer h.Close()
-	link, err := waitForLink(h, n.Interface, wait)
+	link, err := waitForLink(h, n.Interface, drivers, wait)
 	if err != nil {
 		return err
 	}
@@ -74,8 +81,13 @@ func ConfigureInterface(log *slog.Logger, n config.Network, wait time.Duration) 
 	return nil
 }
 
-func waitForLink(h *netlink.Handle, name string, wait time.Duration) (netlink.Link, error) {
-	deadline := time.Now().Add(wait)
+func waitForLink(h *netlink.Handle, name string, drivers <-chan struct{}, wait time.Duration) (netlink.Link, error) {
+	var deadline time.Time
+	if drivers == nil {
+		deadline = time.Now().Add(wait)
+	}
+	// Whatever the drivers do, not forever.
+	limit := time.Now().Add(2*time.Minute + wait)
 	for {
 		link, err := h.LinkByName(name)
 		if err == nil {
@@ -85,8 +97,15 @@ func waitForLink(h *netlink.Handle, name string, wait time.Duration) (netlink.Li
 		if !errors.As(err, &notFound) && !errors.Is(err, unix.ENODEV) {
 			return nil, fmt.Errorf("find interface %s: %w", name, err)
 		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("interface %s did not appear within %s — is its driver in [boot] modules and in the image?", name, wait)
+		if deadline.IsZero() {
+			select {
+			case <-drivers:
+				deadline = time.Now().Add(wait)
+			default:
+			}
+		}
+		if (!deadline.IsZero() && time.Now().After(deadline)) || time.Now().After(limit) {
+			return nil, fmt.Errorf("interface %s did not appear within %s of the drivers loading — is its driver in [boot] modules and in the image?", name, wait)
 		}
 		// Polling: a netlink link subscription would do, but it is one short wait per boot.
 		time.Sleep(20 * time.Millisecond)
