@@ -25,6 +25,47 @@ type clients struct {
 	errs  []string
 	stopc chan struct{}
 	wg    sync.WaitGroup
+	out   map[int]time.Time // each client's request or line waiting for its answer, by when it was sent
+}
+
+// sent and done bracket one client's wait for an answer.
+func (c *clients) sent(id int, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.out == nil {
+		c.out = map[int]time.Time{}
+	}
+	c.out[id] = at
+}
+
+func (c *clients) done(id int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.out, id)
+}
+
+// WaitSettled waits until no request or line sent before t is still waiting for its answer
+// (each ends within Timeout: answered, or failed). A second kexec taken before that would
+// find a client still retrying its first and count the two outages as one.
+func (c *clients) WaitSettled(t time.Time, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c.mu.Lock()
+		oldest := time.Time{}
+		for _, at := range c.out {
+			if at.Before(t) && (oldest.IsZero() || at.Before(oldest)) {
+				oldest = at
+			}
+		}
+		c.mu.Unlock()
+		if oldest.IsZero() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("a client sent at %s still waits after %v", oldest.Format("15:04:05.000"), timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // Lines are long-lived connections to a line counter.
@@ -78,6 +119,7 @@ func (lc *Lines) run(c net.Conn, id int) {
 		case <-time.After(200 * time.Millisecond):
 		}
 		start := time.Now()
+		lc.sent(id, start)
 		_ = c.SetDeadline(start.Add(Timeout))
 		line := fmt.Sprintf("client %d line %d", id, count)
 		_, err := fmt.Fprintln(c, line)
@@ -89,6 +131,7 @@ func (lc *Lines) run(c net.Conn, id int) {
 			err = fmt.Errorf("answer %q, want count %d", strings.TrimSpace(got), count)
 		}
 		stall := time.Since(start)
+		lc.done(id)
 		lc.mu.Lock()
 		if err != nil {
 			lc.broken++
@@ -166,7 +209,7 @@ func StartRequests(url string, workers int) *Requests {
 	hc := &http.Client{Timeout: Timeout, Transport: &http.Transport{DisableKeepAlives: true}}
 	for i := 0; i < workers; i++ {
 		rl.wg.Add(1)
-		go func() {
+		go func(id int) {
 			defer rl.wg.Done()
 			for {
 				select {
@@ -175,8 +218,10 @@ func StartRequests(url string, workers int) *Requests {
 				case <-time.After(50 * time.Millisecond):
 				}
 				start := time.Now()
+				rl.sent(id, start)
 				err := get(hc, url)
 				took := time.Since(start)
+				rl.done(id)
 				rl.mu.Lock()
 				if err != nil {
 					rl.failed++
@@ -187,7 +232,7 @@ func StartRequests(url string, workers int) *Requests {
 				rl.longest = max(rl.longest, took)
 				rl.mu.Unlock()
 			}
-		}()
+		}(i)
 	}
 	return rl
 }
