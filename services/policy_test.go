@@ -17,13 +17,17 @@ func TestKillModeMixed(t *testing.T) {
 		childTERM bool
 	}{{config.KillControlGroup, true}, {config.KillMixed, false}} {
 		t.Run(tc.mode, func(t *testing.T) {
-			ready := filepath.Join(t.TempDir(), "ready")
+			dir := t.TempDir()
+			ready, childReady := filepath.Join(dir, "ready"), filepath.Join(dir, "child-ready")
+			// Each shell says when its trap is set: a stop before the child's would end it
+			// without "child got TERM" (seen under load).
 			sv := supervisor(t, config.Service{Name: "m", KillMode: tc.mode, Exec: sh(
-				`sh -c 'trap "echo child got TERM; exit 0" TERM; while :; do sleep 0.02; done' & ` +
+				`sh -c 'trap "echo child got TERM; exit 0" TERM; touch ` + childReady + `; while :; do sleep 0.02; done' & ` +
 					`trap 'echo main got TERM; sleep 0.2; exit 0' TERM; touch ` + ready + `; wait`)})
 			sv.StartAll()
 			s := sv.Service("m")
 			waitFile(t, ready)
+			waitFile(t, childReady)
 			main := s.Status().Pid
 			waitFor(t, "the child", func() bool { return len(childrenOf(main)) == 1 })
 			child := childrenOf(main)[0]
