@@ -89,9 +89,10 @@ func TestRestartPoliciesByCause(t *testing.T) {
 // stop_timeout for one that ignores it.
 func TestWatchdogSignalThenKill(t *testing.T) {
 	sv := supervisor(t,
-		config.Service{Name: "abrt", Watchdog: dur(150 * time.Millisecond), Exec: sh("exec sleep 100")},
-		// Its watchdog leaves time for sh to start and set the trap on a loaded machine: an
-		// ABRT before the trap is set would kill it, and the test would see SIGABRT.
+		// Watchdogs long enough for the exec shim (a Go program) to have exec'd the service on
+		// a loaded machine: an ABRT during its runtime start ends it otherwise (seen under load).
+		config.Service{Name: "abrt", Watchdog: dur(2 * time.Second), Exec: sh("exec sleep 100")},
+		// And for sh to set its trap: an ABRT before it would kill it with SIGABRT.
 		config.Service{Name: "stubborn", Watchdog: dur(2 * time.Second), StopTimeout: dur(300 * time.Millisecond),
 			Exec: sh(`trap "echo ignored ABRT" ABRT; while :; do sleep 0.02; done`)})
 	sv.StartAll()
