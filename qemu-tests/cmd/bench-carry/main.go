@@ -65,7 +65,7 @@ func setup(t *vm.ProgramTB, binDir, tlsDir string) *env {
 	dir := t.TempDir()
 	e := &env{vmlinuz: vmlinuz, initctl: filepath.Join(dir, "bin/initctl"), tlsDir: filepath.Join(dir, "tls")}
 	for _, c := range [][2]string{{binDir, filepath.Join(dir, "bin")}, {tlsDir, e.tlsDir}} {
-		if err := copyPath(c[0], c[1]); err != nil {
+		if err := vm.CopyPath(c[0], c[1]); err != nil {
 			t.Fatalf("%v (make image builds it)", err)
 		}
 	}
@@ -132,32 +132,4 @@ func accel() string {
 		return strings.ToUpper(a)
 	}
 	return "TCG"
-}
-
-// copyPath copies a file, or a directory's files, keeping their modes (a private key stays 0600).
-func copyPath(src, dst string) error {
-	st, err := os.Stat(src)
-	if err != nil {
-		return err
-	}
-	if !st.IsDir() {
-		data, err := os.ReadFile(src)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(dst, data, st.Mode().Perm())
-	}
-	if err := os.MkdirAll(dst, 0o700); err != nil {
-		return err
-	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		return err
-	}
-	for _, ent := range ents {
-		if err := copyPath(filepath.Join(src, ent.Name()), filepath.Join(dst, ent.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
 }

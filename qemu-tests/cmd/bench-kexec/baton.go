@@ -50,7 +50,7 @@ func setup(t *vm.ProgramTB, initrd, initctl, tlsDir, seedDir string) *env {
 	// not know its slot).
 	e.initrd, e.initctl, e.tlsDir = filepath.Join(dir, "initramfs.img"), filepath.Join(dir, "initctl"), filepath.Join(dir, "tls")
 	for _, c := range [][2]string{{initrd, e.initrd}, {initctl, e.initctl}, {tlsDir, e.tlsDir}} {
-		if err := copyPath(c[0], c[1]); err != nil {
+		if err := vm.CopyPath(c[0], c[1]); err != nil {
 			t.Fatalf("%v (make image builds it)", err)
 		}
 	}
@@ -166,34 +166,6 @@ func (e *env) measureBaton(t *vm.ProgramTB, boot func(vm.BootOptions) vm.BootOpt
 	r.Downtime = gap.Length()
 	r.FirstAnswer = gap.To.Sub(cmd)
 	return r
-}
-
-// copyPath copies a file, or a directory's files, keeping their modes (a private key stays 0600).
-func copyPath(src, dst string) error {
-	st, err := os.Stat(src)
-	if err != nil {
-		return err
-	}
-	if !st.IsDir() {
-		data, err := os.ReadFile(src)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(dst, data, st.Mode().Perm())
-	}
-	if err := os.MkdirAll(dst, 0o700); err != nil {
-		return err
-	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if err := copyPath(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // guestSpan is the time between two console lines of one boot by the guest's own clock, which

@@ -43,7 +43,7 @@ func setupQEMU(t *vm.ProgramTB, root, v2 string) *qemuEnv {
 		disk: filepath.Join(dir, "disk.img")}
 	bin := filepath.Join(dir, "bin")
 	for _, c := range [][2]string{{"out/bin", bin}, {"out/bin/initctl", e.initctl}, {"out/tls", e.tlsDir}} {
-		if err := copyPath(filepath.Join(root, c[0]), c[1]); err != nil {
+		if err := vm.CopyPath(filepath.Join(root, c[0]), c[1]); err != nil {
 			t.Fatalf("%v (make image builds it)", err)
 		}
 	}
@@ -144,32 +144,4 @@ func kexecUpdate(t *vm.ProgramTB, g *vm.VM, kernel, image string) kexecRun {
 	r := p.End()
 	k.DowntimeMs, k.Failed, k.Answers = float64(gap.Length().Microseconds())/1000, len(r.Failed), r.Answers
 	return k
-}
-
-// copyPath copies a file, or a directory's files, keeping their modes (a private key stays 0600).
-func copyPath(src, dst string) error {
-	st, err := os.Stat(src)
-	if err != nil {
-		return err
-	}
-	if !st.IsDir() {
-		data, err := os.ReadFile(src)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(dst, data, st.Mode().Perm())
-	}
-	if err := os.MkdirAll(dst, 0o700); err != nil {
-		return err
-	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if err := copyPath(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
 }
