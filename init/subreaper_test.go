@@ -197,3 +197,28 @@ stop_timeout = "2s"
 	}
 	stopInit(t, cmd)
 }
+
+// A signal baton was started with ignored (nohup, a shell's trap '') must not stay ignored in
+// its services: SIG_IGN survives execve, so a service started by a baton under nohup would not
+// stop on SIGHUP, nor a daemon on SIGINT, nor a pipeline on SIGPIPE. baton catches what it
+// handles, and Go's runtime takes over the rest, so execve resets them all to the default.
+func TestSubreaperServicesDoNotInheritIgnoredSignals(t *testing.T) {
+	bin := buildInit(t)
+	wrapper := filepath.Join(t.TempDir(), "init-nohup")
+	script := "#!/bin/sh\ntrap '' HUP INT QUIT USR1 USR2 PIPE TERM\nexec " + bin + " \"$@\"\n"
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd, lines := startInit(t, wrapper, `
+[[service]]
+name = "sigs"
+exec = ["/bin/sh", "-c", "echo \"masks: $(grep -E '^Sig(Ign|Blk):' /proc/$$/status | tr -s '\\t\\n' '  ')\"; exec sleep 1000"]
+ready = "started"
+stop_timeout = "2s"
+`)
+	_, got, _ := strings.Cut(waitLine(t, lines, "sigs: masks:"), "sigs: masks:")
+	if want := "SigBlk: 0000000000000000 SigIgn: 0000000000000000"; strings.TrimSpace(got) != want {
+		t.Errorf("service started by a baton with HUP INT QUIT USR1 USR2 PIPE TERM ignored has %q, want %q", strings.TrimSpace(got), want)
+	}
+	stopInit(t, cmd)
+}
