@@ -198,7 +198,7 @@ stop_timeout = "2s"
 	stopInit(t, cmd)
 }
 
-// A signal baton was started with ignored (nohup, a shell's trap '') must not stay ignored in
+// A signal baton was started with ignored (nohup, or a shell's trap with an empty action) must not stay ignored in
 // its services: SIG_IGN survives execve, so a service started by a baton under nohup would not
 // stop on SIGHUP, nor a daemon on SIGINT, nor a pipeline on SIGPIPE. baton catches what it
 // handles, and Go's runtime takes over the rest, so execve resets them all to the default.
