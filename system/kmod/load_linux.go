@@ -31,6 +31,8 @@ type Loader struct {
 	loaded     map[string]bool
 	loading    map[string]chan struct{} // closed when that module's load has ended
 	insertFunc func(name string) error  // tests: instead of finit_module
+	// tests: instead of reading sysfs
+	modaliasFunc func(buses []string, all bool) []string
 }
 
 // NewLoader returns a loader for the modules of the running kernel below root.
@@ -185,7 +187,11 @@ func (l *Loader) Coldplug() ([]string, error) {
 		if len(buses) == 0 && !anyBus {
 			break
 		}
-		for _, alias := range Modaliases(buses, anyBus) {
+		scan := Modaliases
+		if l.modaliasFunc != nil {
+			scan = l.modaliasFunc
+		}
+		for _, alias := range scan(buses, anyBus) {
 			for _, m := range l.Index.Match(alias) {
 				want[m] = true
 			}
@@ -207,11 +213,26 @@ func (l *Loader) Coldplug() ([]string, error) {
 		if err != nil && first == nil {
 			first = err
 		}
-		if len(done) == 0 {
+		// Scan again if any of them is loaded now, by this pass or by a load that was already
+		// under way (a listed virtio_pci that the first scan also matched): its devices (virtio
+		// ones on the virtio bus) appeared since the scan. Only a pass whose modules all failed
+		// ends the loop here.
+		if !l.anyLoaded(names) {
 			break
 		}
 	}
 	return all, first
+}
+
+func (l *Loader) anyLoaded(names []string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, m := range names {
+		if l.loaded[m] {
+			return true
+		}
+	}
+	return false
 }
 
 // Modaliases lists the modalias of every device on the given buses, or on all of them. Reading

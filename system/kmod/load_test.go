@@ -97,3 +97,50 @@ func TestLoadOnceAndPastFailures(t *testing.T) {
 		t.Errorf("no caller saw the failed module")
 	}
 }
+
+// A bus driver being loaded by someone else when coldplug's first scan matches it (virtio_pci
+// listed in the config) still makes coldplug scan again for the devices it brings (the virtio
+// network card on the virtio bus). Coldplug used to stop there, as its own pass had loaded
+// nothing new, and the network card's driver never loaded.
+func TestColdplugRescansAfterAConcurrentLoad(t *testing.T) {
+	pciBegan, pciGo := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	pciUp := false
+	l := fakeLoader(func(name string) error {
+		if name == "virtio_pci" {
+			close(pciBegan)
+			<-pciGo
+			mu.Lock()
+			pciUp = true // its probe finds the virtio devices
+			mu.Unlock()
+		}
+		return nil
+	})
+	l.modaliasFunc = func(buses []string, all bool) []string {
+		out := []string{"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"}
+		mu.Lock()
+		defer mu.Unlock()
+		if pciUp {
+			out = append(out, "virtio:d00000001v00001AF4")
+		}
+		return out
+	}
+	listed := make(chan error, 1)
+	go func() { _, err := l.Load("virtio_pci"); listed <- err }()
+	<-pciBegan
+	coldplug := make(chan []string, 1)
+	go func() { got, _ := l.Coldplug(); coldplug <- got }()
+	time.Sleep(50 * time.Millisecond) // coldplug's first scan matches virtio_pci, then waits for it
+	close(pciGo)
+	if err := <-listed; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-coldplug:
+		if !slices.Contains(got, "virtio_net") {
+			t.Errorf("coldplug loaded %v; want virtio_net, the driver of the device virtio_pci brought", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("coldplug did not end")
+	}
+}
