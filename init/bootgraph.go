@@ -38,7 +38,7 @@ func (m *machine) bootGraph() []step {
 	steps := []step{
 		{name: "ctrl-alt-del to SIGINT", run: system.CtrlAltDelToSignal},
 		{name: stepHostname, run: m.setHostname},
-		{name: stepModules, background: true, run: m.loadModules},
+		{name: stepModules, run: m.loadModules}, // the loader lowers what is not urgent
 		// As early as the device can exist: after a kexec the old kernel's timer is counting.
 		{name: "start watchdog", after: []string{stepModules}, run: m.startWatchdog},
 		{name: stepMounts, after: []string{stepModules}, background: true, run: m.mountConfigured},

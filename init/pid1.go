@@ -288,21 +288,37 @@ func (m *machine) loadModules() error {
 	if v, ok := m.cmdline.Get("baton.modules"); ok && v != "" {
 		want = append(want, strings.Split(v, ",")...)
 	}
-	// Low priority, so the services' start gets the CPU first; the listed modules and those for
-	// the devices present load at the same time (the loader waits for a module both want).
+	// The listed modules and those of the devices present load together, a few at a time. The
+	// network card's driver and its bus come first, at normal priority: the services are
+	// reached through them. The rest load at low priority, so the services' start gets the
+	// CPU before them, which matters on a machine with one CPU.
 	loader.Nice = system.BackgroundNice
-	var listed []string
-	var errListed error
-	listedDone := make(chan struct{})
-	go func() {
-		defer close(listedDone)
-		defer system.Recover(m.log, "load listed modules")
-		listed, errListed = loader.Load(want...)
-	}()
-	plugged, errPlug := loader.Coldplug()
-	<-listedDone
+	loader.Urgent = reachModule
+	loaded, err := loader.Coldplug(want...)
+	isListed := map[string]bool{}
+	for _, w := range want {
+		if order, err := loader.Index.Order(w); err == nil {
+			for _, n := range order {
+				isListed[n] = true
+			}
+		}
+	}
+	var listed, plugged []string
+	for _, n := range loaded {
+		if isListed[n] {
+			listed = append(listed, n)
+		} else {
+			plugged = append(plugged, n)
+		}
+	}
 	m.log.Info("modules loaded", "listed", strings.Join(listed, ","), "for_devices", strings.Join(plugged, ","))
-	return errors.Join(errListed, errPlug)
+	return err
+}
+
+// reachModule tells the modules that load first: network drivers and the virtio transport
+// (without which a virtual machine's network card never appears), with what they depend on.
+func reachModule(name, path string) bool {
+	return strings.Contains(path, "/drivers/net/") || strings.HasPrefix(name, "virtio_pci")
 }
 
 // modulesLoaded closes modulesDone once.

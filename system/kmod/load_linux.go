@@ -1,11 +1,13 @@
 package kmod
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -24,8 +26,15 @@ type Loader struct {
 	// Params are module parameters by module name ("stop_on_reboot=0"), what modprobe.d's
 	// options lines give modprobe. Set before the first Load.
 	Params map[string]string
-	// Nice: module loads run on threads at this nice value (0: the caller's priority).
+	// Nice: module loads run on threads at this nice value (0: the caller's priority), all but
+	// the urgent ones.
 	Nice int
+	// Urgent tells the modules that load first and at normal priority, with what they depend
+	// on (the network card's driver and its bus: what the services need to be reached). path
+	// is relative to Dir.
+	Urgent func(name, path string) bool
+	// Parallel is how many modules load at once (0: one per CPU).
+	Parallel int
 
 	mu         sync.Mutex
 	loaded     map[string]bool
@@ -63,44 +72,118 @@ func (l *Loader) readProcModules() {
 	}
 }
 
-// Load loads the named modules and their dependencies, each module after its dependencies,
-// and modules that do not depend on each other at the same time: finit_module runs the
-// module's init, a driver's probe included, in the caller, and one slow probe (virtio_pci
-// finding the disk and the network card) need not hold up the rest. It returns the modules it
-// loaded now, in dependency order, and the first error (it goes on past a failed module).
+// Load loads the named modules and their dependencies, each module after its dependencies.
+// Modules that do not depend on each other load at the same time, one per CPU: finit_module
+// runs the module's init, a driver's probe included, in the caller, and more loads than CPUs
+// only share them. Measured under QEMU with one CPU: a dozen modules loaded all at once took
+// 20 times longer each (fat 0.4 s instead of 0.03 s), and the network card's bus driver came
+// a second later than loaded one by one. Among the modules
+// ready to load, the urgent ones (Urgent, and what they depend on) go first and run at the
+// caller's priority; the others run at Nice. It returns the modules it loaded now, in
+// dependency order, and the first error (it goes on past a failed module).
 func (l *Loader) Load(names ...string) ([]string, error) {
 	order, err := l.Index.Order(names...)
 	if err != nil {
 		return nil, err
 	}
-	ended := make(map[string]chan struct{}, len(order))
-	after := make(map[string][]string, len(order)) // a post soft dependency waits for its module
-	for _, name := range order {
-		ended[name] = make(chan struct{})
-		for _, p := range l.Index.Modules[name].Post {
-			after[Name(p)] = append(after[Name(p)], name)
+	at := make(map[string]int, len(order))
+	for i, name := range order {
+		at[name] = i
+	}
+	waits := make([][]int, len(order)) // what each module waits for, by index in order
+	for i, name := range order {
+		for _, d := range l.Index.needs(name) {
+			if j, ok := at[d]; ok {
+				waits[i] = append(waits[i], j)
+			}
+		}
+		for _, p := range l.Index.Modules[name].Post { // a post soft dependency waits for its module
+			if j, ok := at[Name(p)]; ok {
+				waits[j] = append(waits[j], i)
+			}
 		}
 	}
+	urgent := make([]bool, len(order))
+	for i := len(order) - 1; i >= 0; i-- { // dependents come after their dependencies
+		if l.Urgent != nil && l.Urgent(order[i], l.Index.Modules[order[i]].Path) {
+			urgent[i] = true
+		}
+		if urgent[i] {
+			for _, j := range waits[i] {
+				urgent[j] = true
+			}
+		}
+	}
+	limit := runtime.NumCPU()
+	if l.Parallel > 0 {
+		limit = l.Parallel
+	}
+	type result struct {
+		i   int
+		now bool
+		err error
+	}
+	ended := make([]bool, len(order))
+	started := make([]bool, len(order))
 	loadedNow := make([]bool, len(order))
 	errs := make([]error, len(order))
-	var wg sync.WaitGroup
-	for i, name := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer close(ended[name])
-			if l.Nice != 0 {
-				_ = system.LowerThreadPriority(l.Nice)
+	results := make(chan result)
+	ready := func(i int) bool {
+		for _, j := range waits[i] {
+			if !ended[j] {
+				return false
 			}
-			for _, d := range append(l.Index.needs(name), after[name]...) {
-				if ch, ok := ended[d]; ok {
-					<-ch
+		}
+		return true
+	}
+	running, left := 0, len(order)
+	for left > 0 {
+		for running < limit {
+			pick := -1
+			for i := range order {
+				if started[i] || !ready(i) {
+					continue
+				}
+				if pick < 0 || urgent[i] && !urgent[pick] {
+					pick = i
+				}
+				if urgent[pick] {
+					break
 				}
 			}
-			loadedNow[i], errs[i] = l.loadOne(name)
-		}()
+			if pick < 0 && running == 0 {
+				// Nothing running and nothing ready: the soft dependencies make a cycle. Load
+				// the first waiting module anyway rather than wait for ever.
+				for i := range order {
+					if !started[i] {
+						pick = i
+						break
+					}
+				}
+			}
+			if pick < 0 {
+				break
+			}
+			started[pick] = true
+			running++
+			go func(i int) {
+				nice := l.Nice
+				if urgent[i] {
+					nice = 0
+				}
+				if nice != 0 || l.Nice != 0 {
+					// A thread of its own at that priority (the caller's may be lowered).
+					_ = system.LowerThreadPriority(nice)
+				}
+				now, err := l.loadOne(order[i])
+				results <- result{i, now, err}
+			}(pick)
+		}
+		r := <-results
+		running--
+		left--
+		ended[r.i], loadedNow[r.i], errs[r.i] = true, r.now, r.err
 	}
-	wg.Wait()
 	var done []string
 	var first error
 	for i, name := range order {
@@ -174,26 +257,47 @@ func (l *Loader) insert(name string) error {
 
 // Coldplug does what udev does at boot: load the module of every device present whose
 // modalias matches an alias in the index. Loading a bus driver (virtio_pci) makes new devices
-// appear (virtio0), so it repeats until a pass loads nothing new.
-func (l *Loader) Coldplug() ([]string, error) {
+// appear (virtio0), so it repeats until a pass loads nothing new. The first pass loads the
+// modules listed too, in one Load with the devices' modules: a bus driver the devices need
+// then loads from the start, urgent or not, instead of after a scan that shares the CPU with
+// the listed modules' loads.
+func (l *Loader) Coldplug(listed ...string) ([]string, error) {
 	var all []string
 	var first error
 	for pass := 0; pass < 5; pass++ {
 		want := map[string]bool{}
-		// Buses whose drivers are all loaded already (listed in the config) need no scan.
+		if pass == 0 {
+			for _, m := range listed {
+				// One the index lacks is an error of its own, not one for the whole pass.
+				if _, err := l.Index.Order(m); err != nil {
+					l.Log.Error("module load failed", "module", m, "err", err)
+					first = cmp.Or(first, err)
+					continue
+				}
+				want[Name(m)] = true
+			}
+		}
+		// Buses whose drivers are all loaded already (listed in the config) need no scan. The
+		// first pass scans only the buses of urgent modules (pci for virtio_pci), if any: the
+		// scan is slow under emulation, and the network card's bus driver waits for it.
+		restricted := pass == 0 && l.Urgent != nil
 		l.mu.Lock()
-		buses, anyBus := l.Index.Buses(func(m string) bool { return l.loaded[m] })
+		buses, anyBus := l.Index.Buses(func(m string) bool {
+			return l.loaded[m] || restricted && !l.Urgent(m, l.Index.Modules[m].Path)
+		})
 		l.mu.Unlock()
-		if len(buses) == 0 && !anyBus {
-			break
-		}
-		scan := Modaliases
-		if l.modaliasFunc != nil {
-			scan = l.modaliasFunc
-		}
-		for _, alias := range scan(buses, anyBus) {
-			for _, m := range l.Index.Match(alias) {
-				want[m] = true
+		if len(buses) > 0 || anyBus {
+			scan := Modaliases
+			if l.modaliasFunc != nil {
+				scan = l.modaliasFunc
+			}
+			began := time.Now()
+			aliases := scan(buses, anyBus)
+			l.Log.Debug("devices scanned", "buses", strings.Join(buses, ","), "all", anyBus, "devices", len(aliases), "took", time.Since(began))
+			for _, alias := range aliases {
+				for _, m := range l.Index.Match(alias) {
+					want[m] = true
+				}
 			}
 		}
 		var names []string
@@ -205,6 +309,9 @@ func (l *Loader) Coldplug() ([]string, error) {
 		}
 		l.mu.Unlock()
 		if len(names) == 0 {
+			if restricted {
+				continue // the full scan comes next
+			}
 			break
 		}
 		sort.Strings(names)
@@ -217,7 +324,7 @@ func (l *Loader) Coldplug() ([]string, error) {
 		// under way (a listed virtio_pci that the first scan also matched): its devices (virtio
 		// ones on the virtio bus) appeared since the scan. Only a pass whose modules all failed
 		// ends the loop here.
-		if !l.anyLoaded(names) {
+		if !restricted && !l.anyLoaded(names) {
 			break
 		}
 	}

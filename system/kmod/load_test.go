@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -59,6 +60,7 @@ func TestLoadIndependentModulesConcurrently(t *testing.T) {
 		}
 		return nil
 	})
+	l.Parallel = 2 // one per CPU otherwise
 	if _, err := l.Load("virtio", "failover"); err != nil {
 		t.Fatal(err)
 	}
@@ -142,5 +144,62 @@ func TestColdplugRescansAfterAConcurrentLoad(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("coldplug did not end")
+	}
+}
+
+// With one load at a time, the urgent modules (the network card's driver and its bus, with
+// what they depend on) load before the others, whatever the order they were asked in; and
+// coldplug's first scan reads only the urgent modules' buses, the rest after their loads.
+func TestColdplugUrgentFirst(t *testing.T) {
+	var log loadLog
+	l := fakeLoader(func(name string) error { log.add(name); return nil })
+	l.Parallel = 1
+	l.Urgent = func(name, path string) bool { return name == "virtio_net" || name == "virtio_pci" }
+	var scans [][]string
+	l.modaliasFunc = func(buses []string, all bool) []string {
+		scans = append(scans, buses)
+		log.add("scan " + strings.Join(buses, ","))
+		return []string{"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"}
+	}
+	got, err := l.Coldplug("uses_builtin", "virtio_net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 7 {
+		t.Errorf("coldplug loaded %v, want the 7 modules of uses_builtin, virtio_net and virtio_pci", got)
+	}
+	// crc32c_intel's cpu alias is pending all along: only the second scan reads its bus.
+	if len(scans) < 2 || !slices.Equal(scans[0], []string{"pci", "virtio"}) || !slices.Contains(scans[1], "cpu") {
+		t.Errorf("scans %v: want the first of the urgent modules' buses only (pci, virtio), then the rest", scans)
+	}
+	last := -1
+	for _, m := range []string{"failover", "net_failover", "virtio", "virtio_ring", "virtio_net", "virtio_pci"} {
+		last = max(last, slices.Index(log.got, m))
+	}
+	if i := slices.Index(log.got, "uses_builtin"); i < last {
+		t.Errorf("load order %v: uses_builtin (not urgent) loaded before the urgent modules and their dependencies", log.got)
+	}
+	if i := slices.IndexFunc(log.got, func(s string) bool { return strings.HasPrefix(s, "scan ") && strings.Contains(s, "cpu") }); i < last {
+		t.Errorf("load order %v: the full scan came before the urgent loads", log.got)
+	}
+}
+
+// A soft dependency cycle (each module loads after the other) does not hang the loader.
+func TestLoadSoftCycleEnds(t *testing.T) {
+	ix := &Index{Release: "t", Modules: map[string]Module{
+		"a": {Path: "a.ko", Post: []string{"b"}},
+		"b": {Path: "b.ko", Post: []string{"a"}},
+	}}
+	l := fakeLoader(func(string) error { return nil })
+	l.Index = ix
+	done := make(chan []string, 1)
+	go func() { got, _ := l.Load("a", "b"); done <- got }()
+	select {
+	case got := <-done:
+		if len(got) != 2 {
+			t.Errorf("loaded %v, want a and b", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Load hung on a soft dependency cycle")
 	}
 }
