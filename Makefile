@@ -27,7 +27,7 @@ comma := ,
 empty :=
 HOSTFWD     = $(subst $(empty) ,,$(foreach f,$(subst $(comma), ,$(FORWARDS)),$(comma)hostfwd=tcp:127.0.0.1:$(subst :,-:,$(f))))
 
-BINS := $(OUT)/bin/init $(OUT)/bin/initctl $(OUT)/bin/web $(OUT)/bin/stream $(OUT)/bin/testsvc
+BINS := $(OUT)/bin/init $(OUT)/bin/baton-exec $(OUT)/bin/initctl $(OUT)/bin/web $(OUT)/bin/stream $(OUT)/bin/testsvc
 
 .PHONY: run-uefi all run test unit fuzz qemu-test image bench bench-handoff bench-kexec bench-update bench-reexec bench-carry deps qemu kernel interop daemons vet clean
 all: image
@@ -66,6 +66,9 @@ kernel:
 # --- build ------------------------------------------------------------------------------
 $(OUT)/bin/init: FORCE
 	$(GOBUILD) -ldflags '-s -w -X main.version=$(VERSION)' -o $@ ./init
+# The small exec shim between fork and a service's exec; mkimage takes the one beside init.
+$(OUT)/bin/baton-exec: FORCE
+	$(GOBUILD) -o $@ ./cmd/baton-exec
 # initctl is the init binary under another name (argv[0]); this one runs on the host.
 $(OUT)/bin/initctl: FORCE
 	$(GOBUILD) -ldflags '-s -w -X main.version=$(VERSION)' -o $@ ./init

@@ -22,7 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/config"
-	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/handoff/execshim"
 	"github.com/baton-init/baton/services"
 	"github.com/baton-init/baton/system"
 )
@@ -31,7 +31,7 @@ var reaper *system.Reaper
 
 func TestMain(m *testing.M) {
 	if filepath.Base(os.Args[0]) == "baton-exec" { // the test binary doubles as the exec shim
-		os.Exit(handoff.ShimMain(os.Args[1:]))
+		os.Exit(execshim.Main(os.Args[1:]))
 	}
 	// As a helper (re-executed as another user): one GET on the socket, print the status code.
 	if sock := os.Getenv("BATON_TEST_GET"); sock != "" {

@@ -1,12 +1,8 @@
 package handoff
 
 import (
-	"fmt"
-	"os"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // Environment of the listen-fd protocol (sd_listen_fds(3)) and of baton's own channels.
@@ -36,32 +32,4 @@ func PassEnv(files []NamedFile) []string {
 		names[i] = f.Name
 	}
 	return []string{"LISTEN_FDS=" + strconv.Itoa(len(files)), "LISTEN_FDNAMES=" + strings.Join(names, ":")}
-}
-
-// ShimMain is the tiny program between fork and the service's exec: it sets LISTEN_PID (and
-// WATCHDOG_PID) to its own pid, which the service keeps across execve, then execs the service.
-// os/exec cannot run code in the child, and libsystemd ignores the fds unless LISTEN_PID
-// matches. args are the service's path and arguments.
-func ShimMain(args []string) int {
-	if len(args) < 1 {
-		fmt.Fprintln(os.Stderr, "baton-exec: usage: baton-exec PATH [ARGS...]")
-		return 2
-	}
-	pid := strconv.Itoa(os.Getpid())
-	env, err := execSetup(os.Environ())
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "baton-exec: %s: %v\n", args[0], err)
-		return 126
-	}
-	for i, kv := range env {
-		switch {
-		case strings.HasPrefix(kv, "LISTEN_PID="):
-			env[i] = "LISTEN_PID=" + pid
-		case strings.HasPrefix(kv, "WATCHDOG_PID="):
-			env[i] = "WATCHDOG_PID=" + pid
-		}
-	}
-	err = unix.Exec(args[0], args, env)
-	fmt.Fprintf(os.Stderr, "baton-exec: exec %s: %v\n", args[0], err)
-	return 127
 }

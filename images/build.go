@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"path"
 	"path/filepath"
 	"sort"
 
 	"github.com/baton-init/baton/config"
 	"github.com/baton-init/baton/control"
+	"github.com/baton-init/baton/handoff/execshim"
 	"github.com/baton-init/baton/system/kmod"
 )
 
@@ -17,6 +19,10 @@ import (
 type Spec struct {
 	Config string // host path of baton.toml; validated, stored at /etc/baton/baton.toml
 	Init   string // host path of the static init binary
+	// Shim is the host path of the small exec shim (cmd/baton-exec), put at execshim.Path;
+	// empty: the baton-exec beside Init, if there is one (else the services start through the
+	// init binary, which does the same more slowly).
+	Shim string
 	// BinDir is searched (by base name) for service binaries not given in Files.
 	BinDir string
 	// Files maps image paths to host files: extra files, or service binaries by exact path.
@@ -53,6 +59,20 @@ func Build(spec Spec) (*Initramfs, []*ModuleSet, error) {
 	if kind, _ := inspect(spec.Init); kind == kindDynamic {
 		// The kernel would say only "Failed to execute /init (error -2)" and panic.
 		return nil, nil, fmt.Errorf("/init (%s) is dynamically linked: PID 1 must be a static executable (Go: CGO_ENABLED=0)", spec.Init)
+	}
+	shim := spec.Shim
+	if shim == "" {
+		if beside := filepath.Join(filepath.Dir(spec.Init), "baton-exec"); fileExists(beside) {
+			shim = beside
+		}
+	}
+	if shim != "" {
+		if err := p.hostFile(base, execshim.Path, shim, "exec shim", 0o755); err != nil {
+			return nil, nil, fmt.Errorf("exec shim: %w", err)
+		}
+		if kind, _ := inspect(shim); kind == kindDynamic {
+			return nil, nil, fmt.Errorf("exec shim %s is dynamically linked: build it with CGO_ENABLED=0", shim)
+		}
 	}
 	// The kernel's module helper (request_module() runs /sbin/modprobe) and the CLI are baton.
 	img.AddSymlink("/sbin/modprobe", "/init")
@@ -179,4 +199,10 @@ func addTLS(p *packer, g *Group, cfg *config.Config, tlsDir string) error {
 		}
 	}
 	return nil
+}
+
+// fileExists reports a regular file at path.
+func fileExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular()
 }

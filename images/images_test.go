@@ -14,6 +14,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/u-root/u-root/pkg/cpio"
 
+	"github.com/baton-init/baton/handoff/execshim"
 	"github.com/baton-init/baton/system/kmod"
 )
 
@@ -171,6 +172,28 @@ func TestImageContents(t *testing.T) {
 	}
 }
 
+// The small exec shim beside the init binary goes to /lib/baton/baton-exec, where PID 1 looks
+// for it; without one there, the image has none (the services start through /init).
+func TestImageShim(t *testing.T) {
+	spec := writeSpec(t)
+	has := func() (string, bool) {
+		for _, r := range readArchive(t, build(t, spec, "none"), "none") {
+			if r.Name == strings.TrimPrefix(execshim.Path, "/") {
+				got, _ := io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize)))
+				return string(got), true
+			}
+		}
+		return "", false
+	}
+	if _, ok := has(); ok {
+		t.Errorf("image has %s with no baton-exec beside init", execshim.Path)
+	}
+	os.WriteFile(filepath.Join(filepath.Dir(spec.Init), "baton-exec"), []byte("shim binary"), 0o755)
+	if got, ok := has(); !ok || got != "shim binary" {
+		t.Errorf("%s = %q (present %v), want the baton-exec beside init", execshim.Path, got, ok)
+	}
+}
+
 func readArchive(t *testing.T, data []byte, compression string) []cpio.Record {
 	t.Helper()
 	var r io.Reader = bytes.NewReader(data)
@@ -212,6 +235,8 @@ func TestBuildErrors(t *testing.T) {
 		{"missing extra file", func(s *Spec) { s.Files["/etc/x"] = "/nonexistent/x" }, "/etc/x"},
 		{"unknown module", func(s *Spec) { s.Modules = []string{"nosuch"} }, "module nosuch not found"},
 		{"dynamically linked init", func(s *Spec) { s.Init = "/bin/sh" }, "/init (/bin/sh) is dynamically linked"},
+		{"missing shim", func(s *Spec) { s.Shim = "/nonexistent/baton-exec" }, "exec shim: "},
+		{"dynamically linked shim", func(s *Spec) { s.Shim = "/bin/sh" }, "exec shim /bin/sh is dynamically linked"},
 		{"bad config", func(s *Spec) { os.WriteFile(s.Config, []byte("hostnme = \"x\"\n"), 0o644) }, "baton.toml:1: hostnme: unknown key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/baton-init/baton/control"
-	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/handoff/execshim"
 )
 
 func main() {
@@ -21,7 +21,7 @@ func main() {
 	case filepath.Base(os.Args[0]) == "initctl":
 		os.Exit(control.InitctlMain(os.Args[1:], os.Stdout, os.Stderr))
 	case filepath.Base(os.Args[0]) == "baton-exec":
-		os.Exit(handoff.ShimMain(os.Args[1:]))
+		os.Exit(execshim.Main(os.Args[1:]))
 	case filepath.Base(os.Args[0]) == "modprobe":
 		os.Exit(modprobeMain(os.Args[1:]))
 	case os.Getpid() == 1:

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/baton-init/baton/config"
-	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/handoff/execshim"
 )
 
 // readEnvFiles reads environment_file as systemd reads EnvironmentFile=: KEY=value lines,
@@ -74,14 +74,14 @@ func mergeEnv(env []string) []string {
 func shimEnv(spec *config.Service, id identity) []string {
 	var env []string
 	if spec.UMask != "" {
-		env = append(env, handoff.EnvExecUmask+"="+spec.UMask)
+		env = append(env, execshim.EnvExecUmask+"="+spec.UMask)
 	}
 	if spec.NoNewPrivileges {
-		env = append(env, handoff.EnvExecNNP+"=1")
+		env = append(env, execshim.EnvExecNNP+"=1")
 	}
 	for name, v := range spec.Limits() {
 		if l, ok, _ := config.ParseLimit(v); ok {
-			env = append(env, fmt.Sprintf("%s%s=%d:%d", handoff.EnvExecRlimit, name, l.Soft, l.Hard))
+			env = append(env, fmt.Sprintf("%s%s=%d:%d", execshim.EnvExecRlimit, name, l.Soft, l.Hard))
 		}
 	}
 	if spec.Capabilities != nil {
@@ -90,14 +90,14 @@ func shimEnv(spec *config.Service, id identity) []string {
 		for i, n := range nums {
 			caps[i] = strconv.Itoa(n)
 		}
-		env = append(env, handoff.EnvExecCaps+"="+strings.Join(caps, ","))
+		env = append(env, execshim.EnvExecCaps+"="+strings.Join(caps, ","))
 	}
 	if c := id.cred; c != nil {
 		groups := make([]string, len(c.Groups))
 		for i, g := range c.Groups {
 			groups[i] = strconv.FormatUint(uint64(g), 10)
 		}
-		env = append(env, fmt.Sprintf("%s=%d:%d:%s", handoff.EnvExecCred, c.Uid, c.Gid, strings.Join(groups, ",")))
+		env = append(env, fmt.Sprintf("%s=%d:%d:%s", execshim.EnvExecCred, c.Uid, c.Gid, strings.Join(groups, ",")))
 	}
 	return env
 }

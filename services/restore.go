@@ -38,8 +38,9 @@ func Restore(saved Saved, logCfg config.Log, o Options) (*Restored, error) {
 		e.console = newConsole(o.Console, o.Log)
 	}
 	if e.shim == "" {
-		// The running binary, whatever its path: after a re-exec from a memfd it has none.
-		e.shim = "/proc/self/exe"
+		// The running binary, whatever its path (after a re-exec from a memfd it has none), if
+		// the image has no small shim.
+		e.shim = findShim("/proc/self/exe")
 	}
 	if o.RunDir != "" {
 		e.notifyDir = filepath.Join(o.RunDir, "notify")

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/config"
-	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/handoff/execshim"
 	"github.com/baton-init/baton/system"
 )
 
@@ -27,7 +27,7 @@ var reaper *system.Reaper
 
 func TestMain(m *testing.M) {
 	if filepath.Base(os.Args[0]) == "baton-exec" { // the test binary doubles as the exec shim
-		os.Exit(handoff.ShimMain(os.Args[1:]))
+		os.Exit(execshim.Main(os.Args[1:]))
 	}
 	if mode := os.Getenv("BATON_TEST_HELPER"); mode != "" {
 		helper(mode)

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/config"
+	"github.com/baton-init/baton/handoff/execshim"
 	"github.com/baton-init/baton/system"
 )
 
@@ -59,6 +60,18 @@ func (sv *Supervisor) lookup(name string) (*Service, bool) {
 	return s, ok
 }
 
+// findShim returns the exec shim to use: the small baton-exec beside the running binary or at
+// execshim.Path, else the running binary itself (self), which does the same when run as baton-exec
+// but starts slower: it is the whole init.
+func findShim(self string) string {
+	for _, p := range []string{filepath.Join(filepath.Dir(self), "baton-exec"), execshim.Path} {
+		if p != self && unix.Access(p, unix.X_OK) == nil {
+			return p
+		}
+	}
+	return self
+}
+
 // New prepares the services of cfg, in dependency order.
 func New(cfg *config.Config, o Options) (*Supervisor, error) {
 	e := &env{log: o.Log, reaper: o.Reaper, cgroups: o.Cgroups, shim: o.Shim, journal: o.Journal}
@@ -70,7 +83,7 @@ func New(cfg *config.Config, o Options) (*Supervisor, error) {
 		if err != nil {
 			return nil, fmt.Errorf("find the exec shim (this binary): %w", err)
 		}
-		e.shim = exe
+		e.shim = findShim(exe)
 	}
 	if o.RunDir != "" {
 		e.notifyDir = filepath.Join(o.RunDir, "notify")

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/baton-init/baton/handoff/execshim"
 	"github.com/baton-init/baton/images"
 	"github.com/baton-init/baton/images/imagefmt"
 )
@@ -29,6 +30,7 @@ func main() {
 	var files, kmods, modules, carry listFlag
 	flag.StringVar(&spec.Config, "config", "", "baton.toml to put in the image (required)")
 	flag.StringVar(&spec.Init, "init", "", "static init binary (required)")
+	flag.StringVar(&spec.Shim, "shim", "", "static exec shim (cmd/baton-exec), put at "+execshim.Path+" (default: the baton-exec beside -init, if any)")
 	flag.StringVar(&spec.BinDir, "bindir", "", "directory searched by base name for service binaries (then the host's own path)")
 	flag.Var(&files, "file", "GUEST=HOST: add a host file at an image path (repeatable)")
 	flag.Var(&kmods, "kernel-modules", "lib/modules/<release> tree of a kernel the image boots (repeatable)")
