@@ -32,6 +32,7 @@ type FastInfo struct {
 	Extract     time.Duration // decompressing and laying out the kernel
 	KASLR       string        // what happened to KASLR, in words
 	PhysAddr    uint64        // where the kernel will run
+	Initrd      string        // what was done to the initrd, in words
 }
 
 // loadFast does the fast method's load. The kernel never sees a half-built image: everything
@@ -93,10 +94,11 @@ func loadFast(img Image) (FastInfo, error) {
 
 	var initrdRange ukexec.Range
 	if img.Initrd != "" {
-		rd, err := os.ReadFile(img.Initrd)
+		rd, note, err := fastInitrd(img.Initrd)
 		if err != nil {
 			return info, fmt.Errorf("kexec load: initrd: %w", err)
 		}
+		info.Initrd = note
 		if initrdRange, err = mem.AddPhysSegment(rd, ukexec.RangeFromInterval(1<<20, 1<<32)); err != nil {
 			return info, fmt.Errorf("kexec: no room for the %d-byte initrd below 4 GiB: %w", len(rd), err)
 		}

@@ -47,8 +47,12 @@ func (r Result) Note() string {
 	case r.Fallback != "":
 		return fmt.Sprintf("method file (fast refused: %s)", r.Fallback)
 	case r.Fast != nil:
-		return fmt.Sprintf("method fast (%s payload extracted in %v; KASLR: %s)", r.Fast.Compression,
+		note := fmt.Sprintf("method fast (%s payload extracted in %v; KASLR: %s", r.Fast.Compression,
 			r.Fast.Extract.Round(time.Millisecond), r.Fast.KASLR)
+		if r.Fast.Initrd != "" {
+			note += "; " + r.Fast.Initrd
+		}
+		return note + ")"
 	}
 	return "method " + string(r.Method)
 }

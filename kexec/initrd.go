@@ -1,0 +1,80 @@
+package kexec
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// maxUnpackedInitrd bounds what fastInitrd holds in memory: an initramfs larger than this
+// unpacked goes to the next kernel compressed, as it is.
+const maxUnpackedInitrd = 512 << 20
+
+// fastInitrd reads the initrd for the fast method and, when it is one zstd or gzip stream
+// of a newc cpio archive, unpacks it here, while the services still run: the next kernel
+// then finds a plain archive and skips its own decompression, which under QEMU's TCG took
+// 0.5 s of the demo's boot (kernel → /init 4.10–4.15 s with its 7 MB zstd image, 3.54–3.63 s
+// with the same 23 MB uncompressed). Anything else (another compression, concatenated
+// an early microcode cpio in front, a stream that does not unpack or is too large)
+// goes as it is: the kernel unpacks whatever it can boot, so nothing is lost but the time.
+// note says what happened, for the log.
+func fastInitrd(path string) (data []byte, note string, err error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	var kind string
+	switch {
+	case bytes.HasPrefix(raw, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		kind = "zstd"
+	case bytes.HasPrefix(raw, []byte{0x1f, 0x8b}):
+		kind = "gzip"
+	default:
+		return raw, "initrd as it is", nil
+	}
+	start := time.Now()
+	out, why := unpack(kind, raw)
+	if why != "" {
+		return raw, fmt.Sprintf("%s initrd as it is (%s)", kind, why), nil
+	}
+	return out, fmt.Sprintf("%s initrd unpacked, %d→%d bytes in %v", kind, len(raw), len(out),
+		time.Since(start).Round(time.Millisecond)), nil
+}
+
+// unpack decompresses raw, or says why not.
+func unpack(kind string, raw []byte) ([]byte, string) {
+	var r io.Reader
+	switch kind {
+	case "zstd":
+		d, err := zstd.NewReader(bytes.NewReader(raw), zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxMemory(maxUnpackedInitrd))
+		if err != nil {
+			return nil, err.Error()
+		}
+		defer d.Close()
+		r = d
+	case "gzip":
+		g, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			return nil, err.Error()
+		}
+		r = g // members one after the other are archives one after the other, as the kernel reads them
+	}
+	var buf bytes.Buffer
+	buf.Grow(4 * len(raw))
+	n, err := io.Copy(&buf, io.LimitReader(r, maxUnpackedInitrd+1))
+	switch {
+	case err != nil:
+		return nil, "it does not unpack: " + err.Error()
+	case n > maxUnpackedInitrd:
+		return nil, fmt.Sprintf("larger than %d MiB unpacked", maxUnpackedInitrd>>20)
+	case !bytes.HasPrefix(buf.Bytes(), []byte("070701")):
+		return nil, "not a newc cpio archive inside"
+	}
+	return buf.Bytes(), ""
+}
