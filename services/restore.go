@@ -38,9 +38,10 @@ func Restore(saved Saved, logCfg config.Log, o Options) (*Restored, error) {
 		e.console = newConsole(o.Console, o.Log)
 	}
 	if e.shim == "" {
-		// The running binary, whatever its path (after a re-exec from a memfd it has none), if
-		// the image has no small shim.
-		e.shim = findShim("/proc/self/exe")
+		// The running binary, whatever its path (after a re-exec from a memfd it has none), and
+		// not the image's small baton-exec: a binary given to initctl reexec may be newer than
+		// the image, and its shim is the one that knows what it passes.
+		e.shim = "/proc/self/exe"
 	}
 	if o.RunDir != "" {
 		e.notifyDir = filepath.Join(o.RunDir, "notify")
