@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 		fmt.Printf("%d %s", resp.StatusCode, body)
 		os.Exit(0)
 	}
+	// As baton does: the services started here must not inherit what the test binary was
+	// started with ignored (SIGHUP under nohup, SIGINT in a script's background job).
+	system.ResetIgnoredSignals()
 	unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	reaper = system.NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	os.Exit(m.Run())

@@ -51,6 +51,9 @@ func subreaperMain(args []string) int {
 	// killing baton. Never read: a full channel drops the signal, and logging each one would
 	// write to the broken pipe again.
 	signal.Notify(make(chan os.Signal, 1), unix.SIGPIPE)
+	// What is still ignored (SIGINT for a background job of a script until it is notified
+	// below, signals 32 and 33, which Go never handles) would stay ignored in the services.
+	system.ResetIgnoredSignals()
 	if restoring != nil { // started by initctl reexec (reexec_subreaper.go)
 		return subreaperRestored(log, *cfgPath, *runDir, *cgroupRoot, hup)
 	}

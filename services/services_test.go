@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 		helper(mode)
 		return
 	}
+	// As baton does: the services started here must not inherit what the test binary was
+	// started with ignored (SIGHUP under nohup, SIGINT in a script's background job).
+	system.ResetIgnoredSignals()
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		panic(err)
 	}
