@@ -39,8 +39,10 @@ func testImage(t *testing.T, modules string) (initrd, disk string) {
 		if imageErr = os.MkdirAll(filepath.Join(dir, "bin"), 0o755); imageErr != nil {
 			return
 		}
-		// initctl is the init binary under another name; this one runs on the host.
-		for name, pkg := range map[string]string{"init": "./init", "initctl": "./init", "web": "./examples/web", "stream": "./examples/stream", "testsvc": "./qemu-tests/testsvc"} {
+		// initctl is the init binary under another name; this one runs on the host. baton-exec
+		// beside init goes into the image as the exec shim, as with make image.
+		for name, pkg := range map[string]string{"init": "./init", "baton-exec": "./cmd/baton-exec", "initctl": "./init",
+			"web": "./examples/web", "stream": "./examples/stream", "testsvc": "./qemu-tests/testsvc"} {
 			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=test",
 				"-o", filepath.Join(dir, "bin", name), pkg)
 			cmd.Dir = repoRoot
