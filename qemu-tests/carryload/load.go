@@ -19,11 +19,11 @@ import (
 
 // Timeout is how long any client waits for an answer before it counts a failure. A client
 // whose SYN met the drop of a kexec's shutdown, or whose connection is carried, waits for the
-// whole jump and boot; QEMU retransmits to the guest 1, 3, 7, 15, 31 and 63 s after the first
-// try. 90 s covers the 63 s retransmission, so a shutdown-to-restore window of up to a minute
-// (above 30 s for some requests under stress -c 2) costs no request;
-// a connection really lost still fails, after 90 s. At 30 s, a make test under stress -c 2
-// failed 6 of 10,280 requests on timeouts alone.
+// whole jump and boot; QEMU's user network retries a SYN to the guest 3, 9, 21 and 45 s after
+// the first try (measured for issue 15, README). 90 s covers the 45 s try with room for a slow
+// answer, so a shutdown-to-restore window of up to 45 s costs no request; a connection really
+// lost still fails, after 90 s. At 30 s, a make test under stress -c 2 failed 6 of 10,280
+// requests on timeouts alone: they were answered, only later.
 const Timeout = 90 * time.Second
 
 type clients struct {
