@@ -155,12 +155,17 @@ func compressionOf(p []byte) string {
 	return ""
 }
 
-// decompressor streams the payload. XZ needs a decoder with the x86 BCJ filter, which the
-// kernel's xz_wrap.sh always adds (ulikunitz/xz has no BCJ filters; therootcompany/xz is a
-// port of the kernel's own xz-embedded).
+// decompressor streams the payload.
 func (h *bzHeader) decompressor() (io.Reader, error) {
-	r := bytes.NewReader(h.payload)
-	switch h.compression {
+	return decoder(h.compression, bytes.NewReader(h.payload))
+}
+
+// decoder streams r, compressed as kind names it (the names of the kernel's payloads; the
+// initramfs uses it too). XZ needs a decoder with the x86 BCJ filter, which the kernel's
+// xz_wrap.sh always adds (ulikunitz/xz has no BCJ filters; therootcompany/xz is a port of the
+// kernel's own xz-embedded).
+func decoder(kind string, r io.Reader) (io.Reader, error) {
+	switch kind {
 	case "gzip":
 		return gzip.NewReader(r)
 	case "xz":
@@ -179,7 +184,7 @@ func (h *bzHeader) decompressor() (io.Reader, error) {
 	case "lzma":
 		return lzma.NewReader(r)
 	}
-	return nil, fmt.Errorf("%s payload: no decoder here: %w", h.compression, errUnsupported)
+	return nil, fmt.Errorf("%s payload: no decoder here: %w", kind, errUnsupported)
 }
 
 // kernelImage is the kernel laid out as the decompressor lays it out: each PT_LOAD segment at

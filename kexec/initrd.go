@@ -6,9 +6,6 @@ import (
 	"io"
 	"os"
 	"time"
-
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 )
 
 // maxUnpackedInitrd bounds what fastInitrd holds in memory: an initramfs larger than this
@@ -48,22 +45,12 @@ func fastInitrd(path string) (data []byte, note string, err error) {
 
 // unpack decompresses raw, or says why not.
 func unpack(kind string, raw []byte) ([]byte, string) {
-	var r io.Reader
-	switch kind {
-	case "zstd":
-		d, err := zstd.NewReader(bytes.NewReader(raw), zstd.WithDecoderConcurrency(1),
-			zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxMemory(maxUnpackedInitrd))
-		if err != nil {
-			return nil, err.Error()
-		}
-		defer d.Close()
-		r = d
-	case "gzip":
-		g, err := gzip.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, err.Error()
-		}
-		r = g // members one after the other are archives one after the other, as the kernel reads them
+	r, err := decoder(kind, bytes.NewReader(raw))
+	if err != nil {
+		return nil, err.Error()
+	}
+	if c, ok := r.(io.Closer); ok {
+		defer c.Close()
 	}
 	var buf bytes.Buffer
 	buf.Grow(4 * len(raw))
