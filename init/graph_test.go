@@ -258,3 +258,86 @@ func TestUsesMount(t *testing.T) {
 		}
 	}
 }
+
+// One slot: the second start waits until the first is done, or until the first has held its
+// slot for the hold time; a slot given back twice frees one slot only.
+func TestStartSlots(t *testing.T) {
+	s := newStartSlots(1)
+	done := s.take(0, time.Hour)
+	got := make(chan func(), 1)
+	go func() { got <- s.take(0, time.Hour) }()
+	select {
+	case <-got:
+		t.Fatal("a second start took the only slot while the first held it")
+	case <-time.After(50 * time.Millisecond):
+	}
+	done()
+	done() // once only
+	var second func()
+	select {
+	case second = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slot did not come back when the first start was done")
+	}
+	third := make(chan struct{})
+	go func() { s.take(0, time.Hour); close(third) }()
+	select {
+	case <-third:
+		t.Fatal("done called twice freed two slots")
+	case <-time.After(50 * time.Millisecond):
+	}
+	second()
+	<-third
+
+	// A start that holds its slot past the hold time lets the next one go.
+	s = newStartSlots(1)
+	s.take(0, 20*time.Millisecond)
+	next := make(chan struct{})
+	go func() { s.take(0, time.Hour); close(next) }()
+	select {
+	case <-next:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a start holding its slot past the hold time kept the next one waiting")
+	}
+}
+
+// Waiting starts get the slot in rank order (the configured start order), whatever order
+// they asked in.
+func TestStartSlotsRankOrder(t *testing.T) {
+	s := newStartSlots(1)
+	done := s.take(0, time.Hour)
+	order := make(chan int, 3)
+	var wg sync.WaitGroup
+	for _, r := range []int{3, 1, 2} {
+		wg.Add(1)
+		go func() { defer wg.Done(); d := s.take(r, time.Hour); order <- r; d() }()
+		time.Sleep(20 * time.Millisecond) // asked in this order: 3, 1, 2
+	}
+	done()
+	wg.Wait()
+	close(order)
+	var got []int
+	for r := range order {
+		got = append(got, r)
+	}
+	if !slices.Equal(got, []int{1, 2, 3}) {
+		t.Errorf("slots given in order %v, want 1, 2, 3", got)
+	}
+}
+
+// An early service that has not asked yet keeps its turn: a later one that asks first waits.
+func TestStartSlotsExpected(t *testing.T) {
+	s := newStartSlots(1)
+	s.expect(0, 1)
+	got := make(chan int, 2)
+	go func() { d := s.take(1, time.Hour); got <- 1; d() }()
+	select {
+	case <-got:
+		t.Fatal("rank 1 started before rank 0, which is expected, asked")
+	case <-time.After(50 * time.Millisecond):
+	}
+	go func() { d := s.take(0, time.Hour); got <- 0; d() }()
+	if a, b := <-got, <-got; a != 0 || b != 1 {
+		t.Errorf("started %d then %d, want 0 then 1", a, b)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,7 +50,11 @@ type machine struct {
 	// until then (and a little after), not for the whole step.
 	modulesDone chan struct{}
 	modulesOnce sync.Once
-	change      changeGuard // one kexec, update or re-exec at a time (change.go)
+	// reachLoaded gets what startReachModules loaded, once it has ended (nil: it did not run).
+	reachLoaded chan []string
+	// starts bounds the services starting at once at boot (nil: no bound).
+	starts *startSlots
+	change changeGuard // one kexec, update or re-exec at a time (change.go)
 
 	mu             sync.Mutex
 	steps          []timing
@@ -88,6 +93,7 @@ func pid1Main() {
 		m.log.Warn("fd limit not raised", "err", err)
 	}
 	m.reaper = system.NewReaper(m.log)
+	m.starts = newStartSlots(runtime.NumCPU())
 	m.log.Info("baton starting as PID 1", "kernel_to_init", m.initAt.Round(time.Millisecond), system.KmsgKey, true)
 
 	steps := runSteps(m.log, m.bootLine())
@@ -275,12 +281,19 @@ func (m *machine) loadModules() error {
 	if err := os.WriteFile("/proc/sys/kernel/modprobe", []byte(modprobePath), 0); err != nil {
 		m.log.Warn("cannot set the kernel's modprobe helper", "err", err)
 	}
-	loader, err := kmod.NewLoader("/", m.log)
-	if err != nil {
-		return err
+	loader := m.modules // startReachModules made it, and is loading the network's drivers
+	if loader == nil {
+		l, err := kmod.NewLoader("/", m.log)
+		if err != nil {
+			return err
+		}
+		loader = l
+		loader.Nice = system.BackgroundNice
+		loader.Urgent = reachModule
+		loader.UrgentNice = system.ReachNice
+		m.modules = loader
 	}
 	m.keepWatchdogAcrossKexec(loader)
-	m.modules = loader
 	var want []string
 	if m.cfg != nil {
 		want = append(want, m.cfg.Boot.Modules...)
@@ -289,12 +302,16 @@ func (m *machine) loadModules() error {
 		want = append(want, strings.Split(v, ",")...)
 	}
 	// The listed modules and those of the devices present load together, a few at a time. The
-	// network card's driver and its bus come first, at normal priority: the services are
-	// reached through them. The rest load at low priority, so the services' start gets the
-	// CPU before them, which matters on a machine with one CPU.
-	loader.Nice = system.BackgroundNice
-	loader.Urgent = reachModule
+	// network card's driver and its bus come first, ahead of the services (ReachNice): the
+	// services are reached through them. The rest load at low priority, so the services'
+	// start gets the CPU before them, which matters on a machine with one CPU.
+	var reached []string
+	if m.reachLoaded != nil {
+		// One CPU's worth of loads at a time: the rest waits for the network's drivers.
+		reached = <-m.reachLoaded
+	}
 	loaded, err := loader.Coldplug(want...)
+	loaded = append(reached, loaded...)
 	isListed := map[string]bool{}
 	for _, w := range want {
 		if order, err := loader.Index.Order(w); err == nil {
@@ -313,6 +330,33 @@ func (m *machine) loadModules() error {
 	}
 	m.log.Info("modules loaded", "listed", strings.Join(listed, ","), "for_devices", strings.Join(plugged, ","))
 	return err
+}
+
+// startReachModules starts loading the network card's driver and its bus (reachModule), with
+// what they depend on, for the devices present, before the config is read. Under TCG their
+// probe takes about a second of CPU; the network that comes up before the services are ready
+// lets clients' connections wait in the held sockets' backlog instead of in their own SYN
+// retries. loadModules then loads the rest, and what the config lists.
+func (m *machine) startReachModules() error {
+	loader, err := kmod.NewLoader("/", m.log)
+	if err != nil {
+		return err // loadModules tries again, and reports it
+	}
+	loader.Nice = system.BackgroundNice
+	loader.Urgent = reachModule
+	loader.UrgentNice = system.ReachNice
+	loader.NetworkPCIFirst = true
+	m.modules = loader
+	done := make(chan []string, 1)
+	m.reachLoaded = done
+	go func() {
+		var loaded []string
+		defer func() { done <- loaded }()
+		system.Contain(m.log, "loading the network's drivers", func() {
+			loaded, _ = loader.ColdplugUrgent() // each failure is logged by the loader
+		})
+	}()
+	return nil
 }
 
 // reachModule tells the modules that load first: network drivers and the virtio transport

@@ -201,6 +201,6 @@ func (m *machine) rearmWatchdog() {
 // top of this file) when a watchdog is configured.
 func (m *machine) keepWatchdogAcrossKexec(l *kmod.Loader) {
 	if m.cfg != nil && m.cfg.Watchdog.Device != "" {
-		l.Params = watchdogModuleParams
+		l.SetParams(watchdogModuleParams)
 	}
 }

@@ -11,11 +11,21 @@ import (
 // which matters on a machine with one CPU.
 const BackgroundNice = 10
 
+// ReachNice is the nice value of the boot work the services are reached through (the network
+// card's bus and driver loading, their probe included): ahead of the services' own start, so
+// that on a machine with one CPU the network is up before the services are ready and clients'
+// connections wait in the held sockets' backlog, not in their own SYN retries.
+const ReachNice = -10
+
 // LowerThreadPriority runs the calling goroutine, from now to its end, on a thread of its own
 // at nice n. It must be called at the top of a goroutine that ends: the thread is never handed
 // back (Go ends a thread whose goroutine exits locked), so no other goroutine, and no process
 // forked from it, inherits the priority.
-func LowerThreadPriority(n int) error {
+func LowerThreadPriority(n int) error { return SetThreadPriority(n) }
+
+// SetThreadPriority is LowerThreadPriority for any nice value: below the current one (a
+// higher priority) needs CAP_SYS_NICE.
+func SetThreadPriority(n int) error {
 	runtime.LockOSThread()
 	return unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), n)
 }

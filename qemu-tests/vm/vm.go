@@ -153,12 +153,23 @@ func Boot(t TB, o BootOptions) *VM {
 	for _, d := range o.Devices {
 		args = append(args, "-device", d)
 	}
+	if dir := os.Getenv("BATON_QEMU_PCAP"); dir != "" {
+		// Diagnosis: every packet between the guest and QEMU's user network, with the host's
+		// clock, to set beside the console's lines (tcpdump -tt -r).
+		f, err := os.CreateTemp(dir, "guest-*.pcap")
+		if err != nil {
+			t.Fatalf("BATON_QEMU_PCAP: %v", err)
+		}
+		f.Close()
+		args = append(args, "-object", "filter-dump,id=pcap0,netdev=n0,file="+f.Name())
+	}
 	if !o.Reboot {
 		args = append(args, "-no-reboot")
 	}
 	if o.Kernel != "" {
+		// BATON_QEMU_APPEND: more of the command line for a diagnosis (baton.debug).
 		args = append(args, "-kernel", o.Kernel, "-initrd", o.Initrd,
-			"-append", strings.TrimSpace("console=ttyS0 panic=-1 "+o.Append))
+			"-append", strings.TrimSpace("console=ttyS0 panic=-1 "+o.Append+" "+os.Getenv("BATON_QEMU_APPEND")))
 	} else {
 		args = append(args, ovmfArgs(t)...)
 	}
@@ -217,7 +228,7 @@ func (vm *VM) readConsole(r io.Reader) {
 		line := strings.TrimRight(sc.Text(), "\r")
 		if !vm.opts.Quiet {
 			vm.tmu.Lock()
-			vm.t.Logf("console: %s", line)
+			vm.t.Logf("console %s: %s", time.Now().Format("15:04:05.000"), line)
 			vm.tmu.Unlock()
 		}
 		vm.mu.Lock()

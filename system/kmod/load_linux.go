@@ -29,14 +29,26 @@ type Loader struct {
 	// Nice: module loads run on threads at this nice value (0: the caller's priority), all but
 	// the urgent ones.
 	Nice int
-	// Urgent tells the modules that load first and at normal priority, with what they depend
-	// on (the network card's driver and its bus: what the services need to be reached). path
-	// is relative to Dir.
+	// Urgent tells the modules that load first, at UrgentNice, with what they depend on (the
+	// network card's driver and its bus: what the services need to be reached). path is
+	// relative to Dir.
 	Urgent func(name, path string) bool
+	// UrgentNice is the nice value of the urgent loads (0: the caller's priority). Below 0
+	// needs CAP_SYS_NICE; without it they run at the caller's.
+	UrgentNice int
 	// Parallel is how many modules load at once (0: one per CPU).
 	Parallel int
+	// NetworkPCIFirst: when ColdplugUrgent loads a PCI driver, it binds it to the PCI network
+	// controllers only (class 0x02); the other PCI devices are bound by the Coldplug that
+	// follows, at Nice. A PCI driver binds every device it matches as it loads, in the
+	// loading thread: virtio_pci probes the random number generator (about 0.3 s under TCG,
+	// most of it the ACPI interrupt link) after the network card, and that is not urgent.
+	NetworkPCIFirst bool
+	// SysDir is where sysfs is (tests; "" is /sys).
+	SysDir string
 
 	mu         sync.Mutex
+	pciHeld    bool // ColdplugUrgent left PCI devices unbound for Coldplug to bind
 	loaded     map[string]bool
 	loading    map[string]chan struct{} // closed when that module's load has ended
 	insertFunc func(name string) error  // tests: instead of finit_module
@@ -57,7 +69,15 @@ func NewLoader(root string, log *slog.Logger) (*Loader, error) {
 	}
 	l := &Loader{Index: ix, Dir: Dir(root, release), Log: log, loaded: map[string]bool{}, loading: map[string]chan struct{}{}}
 	l.readProcModules()
+	ix.Buses(nil) // the alias tables, built now: loads that overlap only read them
 	return l, nil
+}
+
+// SetParams sets Params, also while modules load (ColdplugUrgent before the config is read).
+func (l *Loader) SetParams(p map[string]string) {
+	l.mu.Lock()
+	l.Params = p
+	l.mu.Unlock()
 }
 
 func (l *Loader) readProcModules() {
@@ -169,11 +189,13 @@ func (l *Loader) Load(names ...string) ([]string, error) {
 			go func(i int) {
 				nice := l.Nice
 				if urgent[i] {
-					nice = 0
+					nice = l.UrgentNice
 				}
 				if nice != 0 || l.Nice != 0 {
 					// A thread of its own at that priority (the caller's may be lowered).
-					_ = system.LowerThreadPriority(nice)
+					if system.SetThreadPriority(nice) != nil && nice < 0 {
+						_ = system.SetThreadPriority(0)
+					}
 				}
 				now, err := l.loadOne(order[i])
 				results <- result{i, now, err}
@@ -241,7 +263,10 @@ func (l *Loader) insert(name string) error {
 		return fmt.Errorf("load module %s: %w", name, err)
 	}
 	defer f.Close()
-	err = unix.FinitModule(int(f.Fd()), l.Params[name], 0)
+	l.mu.Lock()
+	params := l.Params[name]
+	l.mu.Unlock()
+	err = unix.FinitModule(int(f.Fd()), params, 0)
 	switch {
 	case err == nil, errors.Is(err, unix.EEXIST):
 		return nil
@@ -262,6 +287,7 @@ func (l *Loader) insert(name string) error {
 // then loads from the start, urgent or not, instead of after a scan that shares the CPU with
 // the listed modules' loads.
 func (l *Loader) Coldplug(listed ...string) ([]string, error) {
+	l.bindHeldPCI()
 	var all []string
 	var first error
 	for pass := 0; pass < 5; pass++ {
@@ -287,12 +313,8 @@ func (l *Loader) Coldplug(listed ...string) ([]string, error) {
 		})
 		l.mu.Unlock()
 		if len(buses) > 0 || anyBus {
-			scan := Modaliases
-			if l.modaliasFunc != nil {
-				scan = l.modaliasFunc
-			}
 			began := time.Now()
-			aliases := scan(buses, anyBus)
+			aliases := l.scan(buses, anyBus)
 			l.Log.Debug("devices scanned", "buses", strings.Join(buses, ","), "all", anyBus, "devices", len(aliases), "took", time.Since(began))
 			for _, alias := range aliases {
 				for _, m := range l.Index.Match(alias) {
@@ -329,6 +351,140 @@ func (l *Loader) Coldplug(listed ...string) ([]string, error) {
 		}
 	}
 	return all, first
+}
+
+// ColdplugUrgent is Coldplug for the urgent modules alone (Urgent): it scans only their
+// buses and loads only them, with what they depend on, until a pass finds nothing new. A boot
+// runs it before its configuration is read, so the network card's bus and driver load while
+// the rest of the boot gets ready; the Coldplug that follows skips what it loaded, and waits
+// for a load still under way.
+func (l *Loader) ColdplugUrgent() ([]string, error) {
+	if l.Urgent == nil {
+		return nil, nil
+	}
+	urgent := func(m string) bool { return l.Urgent(m, l.Index.Modules[m].Path) }
+	var all []string
+	var first error
+	for pass := 0; pass < 5; pass++ {
+		l.mu.Lock()
+		buses, _ := l.Index.Buses(func(m string) bool { return l.loaded[m] || !urgent(m) })
+		l.mu.Unlock()
+		if len(buses) == 0 {
+			break
+		}
+		began := time.Now()
+		aliases := l.scan(buses, false)
+		l.Log.Debug("devices scanned", "buses", strings.Join(buses, ","), "urgent", true, "devices", len(aliases), "took", time.Since(began))
+		want := map[string]bool{}
+		l.mu.Lock()
+		for _, alias := range aliases {
+			for _, m := range l.Index.Match(alias) {
+				if urgent(m) && !l.loaded[m] {
+					want[m] = true
+				}
+			}
+		}
+		l.mu.Unlock()
+		if len(want) == 0 {
+			break
+		}
+		names := make([]string, 0, len(want))
+		for m := range want {
+			names = append(names, m)
+		}
+		sort.Strings(names)
+		held := l.NetworkPCIFirst && l.anyPCIDriver(names) && l.setPCIAutoprobe(false)
+		done, err := l.Load(names...)
+		if held {
+			// The network controllers now, in this thread, at this priority; then the bus
+			// binds as it did before, and Coldplug binds what was left.
+			l.bindPCI(func(class string) bool { return strings.HasPrefix(class, "0x02") })
+			l.setPCIAutoprobe(true)
+			l.mu.Lock()
+			l.pciHeld = true
+			l.mu.Unlock()
+		}
+		all = append(all, done...)
+		first = cmp.Or(first, err)
+		if !l.anyLoaded(names) {
+			break
+		}
+	}
+	return all, first
+}
+
+func (l *Loader) sys(p string) string { return filepath.Join(cmp.Or(l.SysDir, "/sys"), p) }
+
+// anyPCIDriver tells whether one of names drives PCI devices.
+func (l *Loader) anyPCIDriver(names []string) bool {
+	for _, n := range names {
+		for _, a := range l.Index.Modules[n].Aliases {
+			if strings.HasPrefix(a, "pci:") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// setPCIAutoprobe turns the PCI bus's binding of devices to a driver as it registers on or
+// off, and tells whether that worked.
+func (l *Loader) setPCIAutoprobe(on bool) bool {
+	v := "0"
+	if on {
+		v = "1"
+	}
+	if err := os.WriteFile(l.sys("bus/pci/drivers_autoprobe"), []byte(v), 0); err != nil {
+		l.Log.Warn("PCI autoprobe not changed", "on", on, "err", err)
+		return false
+	}
+	return true
+}
+
+// bindPCI asks the PCI bus to find a driver for each device without one whose class (as
+// sysfs gives it: "0x020000") passes want; each probe runs in this thread.
+func (l *Loader) bindPCI(want func(class string) bool) {
+	devs, _ := filepath.Glob(l.sys("bus/pci/devices/*"))
+	for _, d := range devs {
+		if _, err := os.Lstat(filepath.Join(d, "driver")); err == nil {
+			continue
+		}
+		class, err := os.ReadFile(filepath.Join(d, "class"))
+		if err != nil || !want(strings.TrimSpace(string(class))) {
+			continue
+		}
+		// ENODEV: no driver for it, which is not an error here.
+		_ = os.WriteFile(l.sys("bus/pci/drivers_probe"), []byte(filepath.Base(d)), 0)
+	}
+}
+
+// bindHeldPCI binds the PCI devices ColdplugUrgent left unbound, at Nice.
+func (l *Loader) bindHeldPCI() {
+	l.mu.Lock()
+	held := l.pciHeld
+	l.pciHeld = false
+	l.mu.Unlock()
+	if !held {
+		return
+	}
+	began := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if l.Nice != 0 {
+			_ = system.LowerThreadPriority(l.Nice)
+		}
+		l.bindPCI(func(string) bool { return true })
+	}()
+	<-done
+	l.Log.Debug("PCI devices bound", "took", time.Since(began))
+}
+
+func (l *Loader) scan(buses []string, all bool) []string {
+	if l.modaliasFunc != nil {
+		return l.modaliasFunc(buses, all)
+	}
+	return Modaliases(buses, all)
 }
 
 func (l *Loader) anyLoaded(names []string) bool {

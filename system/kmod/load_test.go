@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -201,5 +203,110 @@ func TestLoadSoftCycleEnds(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Load hung on a soft dependency cycle")
+	}
+}
+
+// ColdplugUrgent loads the urgent drivers of the devices present, and the devices their bus
+// brings (virtio_net after virtio_pci), nothing else; a Coldplug meanwhile skips them.
+func TestColdplugUrgentOnly(t *testing.T) {
+	var log loadLog
+	var mu sync.Mutex
+	pciUp := false
+	l := fakeLoader(func(name string) error {
+		log.add(name)
+		if name == "virtio_pci" {
+			mu.Lock()
+			pciUp = true
+			mu.Unlock()
+		}
+		return nil
+	})
+	l.Urgent = func(name, path string) bool { return name == "virtio_net" || name == "virtio_pci" }
+	var scans [][]string
+	l.modaliasFunc = func(buses []string, all bool) []string {
+		mu.Lock()
+		defer mu.Unlock()
+		scans = append(scans, buses)
+		out := []string{"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00", "cpu:type:x86,ven0000fam0006mod003A:feature:,0094,"}
+		if pciUp {
+			out = append(out, "virtio:d00000001v00001AF4")
+		}
+		return out
+	}
+	got, err := l.ColdplugUrgent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if want := []string{"failover", "net_failover", "virtio", "virtio_net", "virtio_pci", "virtio_ring"}; !slices.Equal(got, want) {
+		t.Errorf("ColdplugUrgent loaded %v, want %v (not crc32c_intel, whose device is there but which is not urgent)", got, want)
+	}
+	for _, s := range scans {
+		if slices.Contains(s, "cpu") {
+			t.Errorf("scans %v: want only the urgent modules' buses", scans)
+		}
+	}
+	rest, err := l.Coldplug()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rest, []string{"crc32c_intel"}) {
+		t.Errorf("Coldplug after it loaded %v, want crc32c_intel alone", rest)
+	}
+}
+
+// With NetworkPCIFirst, the PCI driver ColdplugUrgent loads binds the network controller only,
+// with autoprobe off while it loads; Coldplug binds the rest.
+func TestColdplugUrgentBindsNetworkPCIFirst(t *testing.T) {
+	sys := t.TempDir()
+	write := func(p, v string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(sys, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sys, p), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(p string) string {
+		b, _ := os.ReadFile(filepath.Join(sys, p))
+		return string(b)
+	}
+	write("bus/pci/drivers_autoprobe", "1")
+	write("bus/pci/drivers_probe", "")
+	write("bus/pci/devices/0000:00:02.0/class", "0x020000\n") // virtio-net
+	write("bus/pci/devices/0000:00:03.0/class", "0x00ff00\n") // virtio-rng
+	var autoprobeAtLoad string
+	l := fakeLoader(func(name string) error {
+		if name == "virtio_pci" {
+			autoprobeAtLoad = read("bus/pci/drivers_autoprobe")
+		}
+		return nil
+	})
+	l.SysDir = sys
+	l.NetworkPCIFirst = true
+	l.Urgent = func(name, path string) bool { return name == "virtio_net" || name == "virtio_pci" }
+	l.modaliasFunc = func(buses []string, all bool) []string {
+		return []string{"pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"}
+	}
+	if _, err := l.ColdplugUrgent(); err != nil {
+		t.Fatal(err)
+	}
+	if autoprobeAtLoad != "0" {
+		t.Errorf("autoprobe was %q while virtio_pci loaded, want 0", autoprobeAtLoad)
+	}
+	if got := read("bus/pci/drivers_autoprobe"); got != "1" {
+		t.Errorf("autoprobe %q after ColdplugUrgent, want it back on (1)", got)
+	}
+	if got := read("bus/pci/drivers_probe"); got != "0000:00:02.0" {
+		t.Errorf("ColdplugUrgent bound %q, want the network controller 0000:00:02.0", got)
+	}
+	write("bus/pci/drivers_probe", "")
+	if _, err := l.Coldplug(); err != nil {
+		t.Fatal(err)
+	}
+	// Both are still unbound in this fake sysfs; the last one asked for is the other device.
+	if got := read("bus/pci/drivers_probe"); got != "0000:00:03.0" {
+		t.Errorf("Coldplug bound %q last, want the device left unbound, 0000:00:03.0", got)
 	}
 }
