@@ -396,9 +396,12 @@ func (l *Loader) ColdplugUrgent() ([]string, error) {
 		held := l.NetworkPCIFirst && l.anyPCIDriver(names) && l.setPCIAutoprobe(false)
 		done, err := l.Load(names...)
 		if held {
-			// The network controllers now, in this thread, at this priority; then the bus
-			// binds as it did before, and Coldplug binds what was left.
-			l.bindPCI(func(class string) bool { return strings.HasPrefix(class, "0x02") })
+			// The network controllers now, at the urgent loads' priority (each probe runs in
+			// the writing thread); then the bus binds as it did before, and Coldplug binds
+			// what was left.
+			l.atNice(l.UrgentNice, func() {
+				l.bindPCI(func(class string) bool { return strings.HasPrefix(class, "0x02") })
+			})
 			l.setPCIAutoprobe(true)
 			l.mu.Lock()
 			l.pciHeld = true
@@ -468,16 +471,25 @@ func (l *Loader) bindHeldPCI() {
 		return
 	}
 	began := time.Now()
+	l.atNice(l.Nice, func() { l.bindPCI(func(string) bool { return true }) })
+	l.Log.Debug("PCI devices bound", "took", time.Since(began))
+}
+
+// atNice runs f on a thread of its own at nice n (0: the caller's thread) and waits for it.
+func (l *Loader) atNice(n int, f func()) {
+	if n == 0 {
+		f()
+		return
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if l.Nice != 0 {
-			_ = system.LowerThreadPriority(l.Nice)
+		if system.SetThreadPriority(n) != nil && n < 0 {
+			_ = system.SetThreadPriority(0)
 		}
-		l.bindPCI(func(string) bool { return true })
+		f()
 	}()
 	<-done
-	l.Log.Debug("PCI devices bound", "took", time.Since(began))
 }
 
 func (l *Loader) scan(buses []string, all bool) []string {
