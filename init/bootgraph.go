@@ -116,7 +116,8 @@ func (m *machine) serviceSteps() (steps []step, early []string) {
 				m.starts.expect(len(steps))
 			}
 		}
-		steps = append(steps, step{name: serviceStep(s.Name), after: after, service: s.Name, run: m.startService(s.Name, len(steps))})
+		steps = append(steps, step{name: serviceStep(s.Name), after: after, service: s.Name,
+			run: m.startService(s.Name, len(steps)), heldBy: m.startHeldBy(s.Name)})
 	}
 	return steps, early
 }
@@ -134,12 +135,31 @@ func (m *machine) startService(name string, rank int) func() error {
 			defer done()
 			if w := time.Since(began); w > 10*time.Millisecond {
 				m.log.Info("service start waited for a CPU", "service", name, "waited", w.Round(time.Millisecond))
+				m.mu.Lock()
+				if m.slotWaits == nil {
+					m.slotWaits = map[string]time.Duration{}
+				}
+				m.slotWaits[name] = w
+				m.mu.Unlock()
 			}
 		}
 		if r := m.sv.StartOne(name); r.Err != nil {
 			return r.Err
 		}
 		return nil
+	}
+}
+
+// startHeldBy says how long the service's start waited for a CPU (startSlots), if it did.
+func (m *machine) startHeldBy(name string) func() string {
+	return func() string {
+		m.mu.Lock()
+		w, ok := m.slotWaits[name]
+		m.mu.Unlock()
+		if !ok {
+			return ""
+		}
+		return fmt.Sprintf("a CPU (%s)", w.Round(time.Millisecond))
 	}
 }
 

@@ -66,6 +66,11 @@ func runGraph(log *slog.Logger, steps []step) []timing {
 			n.t.Err = runContained(log, s)
 			n.t.end = time.Now()
 			n.t.Took = n.t.end.Sub(start)
+			if s.heldBy != nil {
+				if h := s.heldBy(); h != "" {
+					n.t.WaitedFor = strings.TrimPrefix(n.t.WaitedFor+", then "+h, ", then ")
+				}
+			}
 			logTiming(log, n.t)
 		}()
 	}

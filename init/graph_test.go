@@ -341,3 +341,28 @@ func TestStartSlotsExpected(t *testing.T) {
 		t.Errorf("started %d then %d, want 0 then 1", a, b)
 	}
 }
+
+// What held a step up inside its run (a service start waiting for a CPU) is added to what it
+// waited for, in the timing (initctl analyze) and the console line.
+func TestGraphSaysWhatHeldAStepUpInside(t *testing.T) {
+	log, buf := graphLog()
+	timings := runGraph(log, []step{
+		{name: "control", run: func() error { return nil }},
+		{name: "start service web", after: []string{"control"}, run: func() error { return nil },
+			heldBy: func() string { return "a CPU (915ms)" }},
+		{name: "alone", run: func() error { return nil }, heldBy: func() string { return "a CPU (20ms)" }},
+		{name: "not held", run: func() error { return nil }, heldBy: func() string { return "" }},
+	})
+	if got := timings[1].WaitedFor; got != "control, then a CPU (915ms)" {
+		t.Errorf("web waited for %q, want control, then a CPU (915ms)", got)
+	}
+	if got := timings[2].WaitedFor; got != "a CPU (20ms)" {
+		t.Errorf("a step with no dependency held up inside says %q, want a CPU (20ms)", got)
+	}
+	if got := timings[3].WaitedFor; got != "" {
+		t.Errorf("a step not held up says %q", got)
+	}
+	if !strings.Contains(buf.String(), `after="control, then a CPU (915ms)"`) {
+		t.Errorf("the console line does not say it:\n%s", buf.String())
+	}
+}

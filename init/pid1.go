@@ -52,9 +52,11 @@ type machine struct {
 	modulesOnce sync.Once
 	// reachLoaded gets what startReachModules loaded, once it has ended (nil: it did not run).
 	reachLoaded chan []string
-	// starts bounds the services starting at once at boot (nil: no bound).
-	starts *startSlots
-	change changeGuard // one kexec, update or re-exec at a time (change.go)
+	// starts bounds the services starting at once at boot (nil: no bound); slotWaits (under
+	// mu) is how long a service's start waited for it.
+	starts    *startSlots
+	slotWaits map[string]time.Duration
+	change    changeGuard // one kexec, update or re-exec at a time (change.go)
 
 	mu             sync.Mutex
 	steps          []timing

@@ -16,6 +16,9 @@ type step struct {
 	// needs gets the CPU first (it matters on a machine with one CPU).
 	background bool
 	run        func() error
+	// heldBy, when set, says after the run what else held the step up inside it (a service
+	// start waiting for a CPU); runGraph adds it to WaitedFor.
+	heldBy func() string
 }
 
 // timing is how long a step took; the boot keeps them for the console and for later analysis.
