@@ -284,3 +284,31 @@ func TestNotPermittedNamesTheCause(t *testing.T) {
 		t.Errorf("no cause known: %v, want the general hint", err)
 	}
 }
+
+func TestRunningKernel(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "iomem")
+	iomem := `00000000-00000fff : Reserved
+00001000-0009fbff : System RAM
+00100000-1ffdffff : System RAM
+  0b000000-0bc02566 : Kernel code
+  0be00000-0c28afff : Kernel rodata
+  0c400000-0c6f2e7f : Kernel data
+  0ce1a000-0d1fffff : Kernel bss
+fee00000-fee00fff : Local APIC
+`
+	if err := os.WriteFile(p, []byte(iomem), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lo, hi, ok := runningKernel(p)
+	if !ok || lo != 0x0b000000 || hi != 0x0d1fffff {
+		t.Errorf("runningKernel = %#x–%#x, %v; want 0xb000000–0xd1fffff, true", lo, hi, ok)
+	}
+	// What an unprivileged reader sees: zeros, which say nothing.
+	zeros := "00000000-00000000 : System RAM\n  00000000-00000000 : Kernel code\n"
+	if err := os.WriteFile(p, []byte(zeros), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := runningKernel(p); ok {
+		t.Error("zeroed /proc/iomem gave a kernel range")
+	}
+}

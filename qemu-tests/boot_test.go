@@ -78,11 +78,19 @@ func TestQEMUBootDemo(t *testing.T) {
 				t.Errorf("module %s not loaded; loaded: %v", m, info.Modules)
 			}
 		}
+		// /boot is on a virtio-blk PCI device, which the boot binds after the network card
+		// (PCI autoprobe is off while virtio_pci loads): its mount proves that binding, and
+		// autoprobe must be back on for devices plugged in later.
 		for _, m := range []string{"/proc proc", "/sys sysfs", "/dev devtmpfs", "/dev/pts devpts",
 			"/dev/shm tmpfs", "/run tmpfs", "/tmp tmpfs", "/sys/fs/cgroup cgroup2", "/boot vfat"} {
 			if !contains(info.Mounts, m) {
 				t.Errorf("mount %q missing; mounts: %v", m, info.Mounts)
 			}
+		}
+		var autoprobe struct{ Content string }
+		mustJSON(t, vm.Get(t, testPort, "/file?path=/sys/bus/pci/drivers_autoprobe"), &autoprobe)
+		if strings.TrimSpace(autoprobe.Content) != "1" {
+			t.Errorf("/sys/bus/pci/drivers_autoprobe = %q after the boot, want 1", autoprobe.Content)
 		}
 	})
 
