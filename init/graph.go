@@ -60,7 +60,7 @@ func runGraph(log *slog.Logger, steps []step) []timing {
 			}
 			if s.background {
 				// This goroutine ends with the step, and its thread with it.
-				_ = system.LowerThreadPriority(system.BackgroundNice)
+				_ = system.SetThreadPriority(system.BackgroundNice)
 			}
 			start := time.Now()
 			n.t.Err = runContained(log, s)

@@ -308,10 +308,10 @@ func TestStartSlotsRankOrder(t *testing.T) {
 	done := s.take(0, time.Hour)
 	order := make(chan int, 3)
 	var wg sync.WaitGroup
-	for _, r := range []int{3, 1, 2} {
+	for i, r := range []int{3, 1, 2} {
 		wg.Add(1)
 		go func() { defer wg.Done(); d := s.take(r, time.Hour); order <- r; d() }()
-		time.Sleep(20 * time.Millisecond) // asked in this order: 3, 1, 2
+		waitForWaiters(t, s, i+1) // asked in this order: 3, 1, 2
 	}
 	done()
 	wg.Wait()
@@ -364,5 +364,23 @@ func TestGraphSaysWhatHeldAStepUpInside(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), `after="control, then a CPU (915ms)"`) {
 		t.Errorf("the console line does not say it:\n%s", buf.String())
+	}
+}
+
+// waitForWaiters waits until n starts wait for a slot.
+func waitForWaiters(t *testing.T, s *startSlots, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		got := len(s.waiting)
+		s.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d starts waiting for a slot after 10 s, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -285,15 +285,11 @@ func (m *machine) loadModules() error {
 	}
 	loader := m.modules // startReachModules made it, and is loading the network's drivers
 	if loader == nil {
-		l, err := kmod.NewLoader("/", m.log)
+		l, err := newModuleLoader(m.log)
 		if err != nil {
 			return err
 		}
-		loader = l
-		loader.Nice = system.BackgroundNice
-		loader.Urgent = reachModule
-		loader.UrgentNice = system.ReachNice
-		m.modules = loader
+		loader, m.modules = l, l
 	}
 	m.keepWatchdogAcrossKexec(loader)
 	var want []string
@@ -340,14 +336,10 @@ func (m *machine) loadModules() error {
 // lets clients' connections wait in the held sockets' backlog instead of in their own SYN
 // retries. loadModules then loads the rest, and what the config lists.
 func (m *machine) startReachModules() error {
-	loader, err := kmod.NewLoader("/", m.log)
+	loader, err := newModuleLoader(m.log)
 	if err != nil {
 		return err // loadModules tries again, and reports it
 	}
-	loader.Nice = system.BackgroundNice
-	loader.Urgent = reachModule
-	loader.UrgentNice = system.ReachNice
-	loader.NetworkPCIFirst = true
 	m.modules = loader
 	done := make(chan []string, 1)
 	m.reachLoaded = done
@@ -359,6 +351,21 @@ func (m *machine) startReachModules() error {
 		})
 	}()
 	return nil
+}
+
+// newModuleLoader is the boot's loader: the network card's drivers first and ahead of the
+// services (ReachNice), binding the PCI network controllers before the other PCI devices; the
+// rest at BackgroundNice.
+func newModuleLoader(log *slog.Logger) (*kmod.Loader, error) {
+	l, err := kmod.NewLoader("/", log)
+	if err != nil {
+		return nil, err
+	}
+	l.Nice = system.BackgroundNice
+	l.Urgent = reachModule
+	l.UrgentNice = system.ReachNice
+	l.NetworkPCIFirst = true
+	return l, nil
 }
 
 // reachModule tells the modules that load first: network drivers and the virtio transport

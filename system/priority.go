@@ -17,14 +17,11 @@ const BackgroundNice = 10
 // connections wait in the held sockets' backlog, not in their own SYN retries.
 const ReachNice = -10
 
-// LowerThreadPriority runs the calling goroutine, from now to its end, on a thread of its own
-// at nice n. It must be called at the top of a goroutine that ends: the thread is never handed
+// SetThreadPriority runs the calling goroutine, from now to its end, on a thread of its own at
+// nice n. It must be called at the top of a goroutine that ends: the thread is never handed
 // back (Go ends a thread whose goroutine exits locked), so no other goroutine, and no process
-// forked from it, inherits the priority.
-func LowerThreadPriority(n int) error { return SetThreadPriority(n) }
-
-// SetThreadPriority is LowerThreadPriority for any nice value: below the current one (a
-// higher priority) needs CAP_SYS_NICE.
+// forked from it, inherits the priority. Below the current nice value (a higher priority)
+// needs CAP_SYS_NICE; without it the call fails and the thread keeps the caller's.
 func SetThreadPriority(n int) error {
 	runtime.LockOSThread()
 	return unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), n)

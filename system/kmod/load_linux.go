@@ -33,8 +33,8 @@ type Loader struct {
 	// network card's driver and its bus: what the services need to be reached). path is
 	// relative to Dir.
 	Urgent func(name, path string) bool
-	// UrgentNice is the nice value of the urgent loads (0: the caller's priority). Below 0
-	// needs CAP_SYS_NICE; without it they run at the caller's.
+	// UrgentNice is the nice value of the urgent loads (0: the caller's priority). Below the
+	// caller's needs CAP_SYS_NICE; without it they run at the caller's.
 	UrgentNice int
 	// Parallel is how many modules load at once (0: one per CPU).
 	Parallel int
@@ -69,7 +69,7 @@ func NewLoader(root string, log *slog.Logger) (*Loader, error) {
 	}
 	l := &Loader{Index: ix, Dir: Dir(root, release), Log: log, loaded: map[string]bool{}, loading: map[string]chan struct{}{}}
 	l.readProcModules()
-	ix.Buses(nil) // the alias tables, built now: loads that overlap only read them
+	ix.indexAliases() // built now: loads that overlap only read the tables
 	return l, nil
 }
 
@@ -193,9 +193,7 @@ func (l *Loader) Load(names ...string) ([]string, error) {
 				}
 				if nice != 0 || l.Nice != 0 {
 					// A thread of its own at that priority (the caller's may be lowered).
-					if system.SetThreadPriority(nice) != nil && nice < 0 {
-						_ = system.SetThreadPriority(0)
-					}
+					_ = system.SetThreadPriority(nice)
 				}
 				now, err := l.loadOne(order[i])
 				results <- result{i, now, err}
@@ -484,9 +482,7 @@ func (l *Loader) atNice(n int, f func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if system.SetThreadPriority(n) != nil && n < 0 {
-			_ = system.SetThreadPriority(0)
-		}
+		_ = system.SetThreadPriority(n)
 		f()
 	}()
 	<-done
