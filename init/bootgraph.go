@@ -45,7 +45,8 @@ func (m *machine) bootGraph() []step {
 	steps := []step{
 		{name: "ctrl-alt-del to SIGINT", run: system.CtrlAltDelToSignal},
 		{name: stepHostname, run: m.setHostname},
-		{name: stepModules, run: m.loadModules}, // the loader lowers what is not urgent
+		// The loader lowers what is not urgent, and waits for the services that start early.
+		{name: stepModules, run: m.loadModules, heldBy: m.modulesHeldBy},
 		// As early as the device can exist: after a kexec the old kernel's timer is counting.
 		{name: "start watchdog", after: []string{stepModules}, run: m.startWatchdog},
 		{name: stepMounts, after: []string{stepModules}, background: true, run: m.mountConfigured},
@@ -181,6 +182,10 @@ type startSlots struct {
 	free     int
 	waiting  []slotWaiter // by rank
 	expected map[int]bool // ranks that will ask and have not yet
+	// earlyLeft counts the expected ranks that have not given their slot back yet; settledCh
+	// is closed when it reaches zero (settled).
+	earlyLeft int
+	settledCh chan struct{}
 }
 
 type slotWaiter struct {
@@ -189,16 +194,41 @@ type slotWaiter struct {
 }
 
 func newStartSlots(n int) *startSlots {
-	return &startSlots{free: max(n, 1), expected: map[int]bool{}}
+	return &startSlots{free: max(n, 1), expected: map[int]bool{}, settledCh: make(chan struct{})}
 }
 
 // expect says which ranks will ask for a slot soon.
 func (s *startSlots) expect(ranks ...int) {
 	s.mu.Lock()
 	for _, r := range ranks {
-		s.expected[r] = true
+		if !s.expected[r] {
+			s.expected[r] = true
+			s.earlyLeft++
+		}
 	}
 	s.mu.Unlock()
+}
+
+// settled is closed once every expected rank has had its slot and given it back: the services
+// that start early are ready, have failed, or have held their slot for the hold time. The
+// boot's background work waits for it (loadModules), so it does not take the CPU from them.
+// With nothing expected it is closed at once.
+func (s *startSlots) settled() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleIfDone()
+	return s.settledCh
+}
+
+// settleIfDone closes settledCh when no expected rank is left; s.mu is held.
+func (s *startSlots) settleIfDone() {
+	if s.earlyLeft == 0 {
+		select {
+		case <-s.settledCh:
+		default:
+			close(s.settledCh)
+		}
+	}
 }
 
 // take waits for a slot. The slot goes back when done is called or after hold, whichever
@@ -206,6 +236,7 @@ func (s *startSlots) expect(ranks ...int) {
 func (s *startSlots) take(rank int, hold time.Duration) (done func()) {
 	w := slotWaiter{rank, make(chan struct{})}
 	s.mu.Lock()
+	early := s.expected[rank]
 	delete(s.expected, rank)
 	i, _ := slices.BinarySearchFunc(s.waiting, rank, func(a slotWaiter, r int) int { return cmp.Compare(a.rank, r) })
 	s.waiting = slices.Insert(s.waiting, i, w)
@@ -217,6 +248,10 @@ func (s *startSlots) take(rank int, hold time.Duration) (done func()) {
 		once.Do(func() {
 			s.mu.Lock()
 			s.free++
+			if early {
+				s.earlyLeft--
+				s.settleIfDone()
+			}
 			s.dispatch()
 			s.mu.Unlock()
 		})

@@ -342,6 +342,40 @@ func TestStartSlotsExpected(t *testing.T) {
 	}
 }
 
+// settled closes once every expected rank has given its slot back (done, or the hold time),
+// not when the first has; with nothing expected it is closed at once.
+func TestStartSlotsSettled(t *testing.T) {
+	if s := newStartSlots(1); !isClosed(s.settled()) {
+		t.Error("nothing expected, not settled")
+	}
+	s := newStartSlots(1)
+	s.expect(0, 1)
+	s.expect(1) // said twice, counted once
+	first := s.take(0, time.Hour)
+	if isClosed(s.settled()) {
+		t.Fatal("settled while the first early start holds its slot")
+	}
+	first()
+	if isClosed(s.settled()) {
+		t.Fatal("settled before the second early start had its turn")
+	}
+	s.take(1, 30*time.Millisecond) // never done: the hold gives it back
+	select {
+	case <-s.settled():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not settled after the last early start's hold ran out")
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
 // What held a step up inside its run (a service start waiting for a CPU) is added to what it
 // waited for, in the timing (initctl analyze) and the console line.
 func TestGraphSaysWhatHeldAStepUpInside(t *testing.T) {

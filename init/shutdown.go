@@ -43,7 +43,15 @@ func (m *machine) shutdown(action system.PowerAction) {
 // recover brings the machine back after a power action that did not happen (a kexec that
 // could not jump): file systems and services again, so nothing is lost.
 func (m *machine) recover() {
-	system.MountAll(m.log, system.BaseMounts)
+	// The shutdown left the kernel's views and the file systems in memory mounted
+	// (system.UnmountAll): mounting them again would hide what they hold (/run's sockets).
+	var unmounted []system.Mountpoint
+	for _, mp := range system.BaseMounts {
+		if !isMountPoint(mp.Target) {
+			unmounted = append(unmounted, mp)
+		}
+	}
+	system.MountAll(m.log, unmounted)
 	if m.cfg != nil && len(m.cfg.Mount) > 0 {
 		_ = system.MountConfigured(m.log, m.cfg.Mount)
 	}

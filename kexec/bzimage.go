@@ -194,7 +194,78 @@ type kernelImage struct {
 	memSize uint64 // what the kernel needs at its load address (init_size, or more)
 	entry   uint64 // offset of startup_64 in mem
 	relocs  []byte // the relocation table (the tail of the payload)
+	// cleared are the ranges of mem (offsets, page-aligned inward) the kernel zeroes itself
+	// before it reads them: .bss and .brk (clear_bss in arch/x86/kernel/head64.c). They need
+	// not be copied at the jump; the bzImage's decompressor does not write them either.
+	cleared []span
 	took    time.Duration
+}
+
+// span is a byte range [off, end) of the kernel's image.
+type span struct{ off, end uint64 }
+
+// copied is the image minus cleared: the parts kexec must copy into place, in order.
+func (img *kernelImage) copied() []span {
+	var out []span
+	at := uint64(0)
+	for _, c := range img.cleared {
+		if c.off > at {
+			out = append(out, span{at, c.off})
+		}
+		at = max(at, c.end)
+	}
+	if end := uint64(len(img.mem)); end > at {
+		out = append(out, span{at, end})
+	}
+	return out
+}
+
+// kernelCleared are the sections clear_bss zeroes, by name.
+var kernelCleared = map[string]bool{".bss": true, ".brk": true}
+
+// clearedSections finds kernelCleared in the ELF's section headers, which tail (the payload
+// from offset tailAt on) holds: vmlinux.bin keeps them, after its segments. Ranges outside
+// [0, size) or that do not hold a whole page are left out: what is not understood is copied.
+// A payload without section headers gives none.
+func clearedSections(eh elf.Header64, tail []byte, tailAt, base, size uint64) []span {
+	const shdrSize = 64
+	if eh.Shoff < tailAt || eh.Shnum == 0 || eh.Shentsize != shdrSize || eh.Shstrndx >= eh.Shnum {
+		return nil
+	}
+	at := eh.Shoff - tailAt
+	if at+uint64(eh.Shnum)*shdrSize > uint64(len(tail)) {
+		return nil
+	}
+	shdrs := make([]elf.Section64, eh.Shnum)
+	if err := binary.Read(bytes.NewReader(tail[at:]), binary.LittleEndian, shdrs); err != nil {
+		return nil
+	}
+	names := shdrs[eh.Shstrndx]
+	if names.Off < tailAt || names.Off-tailAt+names.Size > uint64(len(tail)) {
+		return nil
+	}
+	strtab := tail[names.Off-tailAt : names.Off-tailAt+names.Size]
+	var out []span
+	for _, sh := range shdrs {
+		if elf.SectionType(sh.Type) != elf.SHT_NOBITS || elf.SectionFlag(sh.Flags)&elf.SHF_ALLOC == 0 ||
+			sh.Addr < startKernelMap+base || uint64(sh.Name) >= uint64(len(strtab)) {
+			continue
+		}
+		name := strtab[sh.Name:]
+		if i := bytes.IndexByte(name, 0); i >= 0 {
+			name = name[:i]
+		}
+		if !kernelCleared[string(name)] {
+			continue
+		}
+		off := alignUp(sh.Addr-startKernelMap-base, 4096)
+		end := (sh.Addr - startKernelMap - base + sh.Size) &^ 4095
+		if end > off && end <= size {
+			out = append(out, span{off, end})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].off < out[j].off })
+	return out
 }
 
 // extract decompresses the payload, streaming it into the image's layout: the decompressed ELF
@@ -260,9 +331,11 @@ func (h *bzHeader) extract() (*kernelImage, error) {
 		}
 	}
 	// Whatever follows the last segment (section headers, then the relocations) is small.
+	tailAt := uint64(r.n)
 	if img.relocs, err = io.ReadAll(r); err != nil {
 		return nil, payloadErr(h, "relocation table", err)
 	}
+	img.cleared = clearedSections(eh, img.relocs, tailAt, base, fileEnd)
 	if r.n != int64(h.rawSize) {
 		return nil, fmt.Errorf("truncated: the %s payload decompressed to %d bytes, its trailer says %d", h.compression, r.n, h.rawSize)
 	}

@@ -59,6 +59,27 @@ func TestExtractAndRelocateDebianKernels(t *testing.T) {
 			if bytes.Equal(k.mem[k.entry:k.entry+16], make([]byte, 16)) {
 				t.Fatalf("entry at %#x is all zeros", k.entry)
 			}
+			// .bss and .brk are found, zero in the payload, and left out of what is copied;
+			// no relocation points into them (checked below, through relocate's bounds).
+			if len(k.cleared) != 2 {
+				t.Fatalf("cleared sections: %+v, want .bss and .brk", k.cleared)
+			}
+			var copied, cleared uint64
+			for _, c := range k.cleared {
+				if c.off%4096 != 0 || c.end%4096 != 0 || c.end > uint64(len(k.mem)) || k.entry >= c.off && k.entry < c.end {
+					t.Fatalf("cleared span %#x–%#x of a %#x-byte image (entry %#x)", c.off, c.end, len(k.mem), k.entry)
+				}
+				if !bytes.Equal(k.mem[c.off:c.end], make([]byte, c.end-c.off)) {
+					t.Fatalf("cleared span %#x–%#x holds data", c.off, c.end)
+				}
+				cleared += c.end - c.off
+			}
+			for _, c := range k.copied() {
+				copied += c.end - c.off
+			}
+			if copied+cleared != uint64(len(k.mem)) || cleared < 4<<20 {
+				t.Fatalf("copied %d + cleared %d bytes of %d", copied, cleared, len(k.mem))
+			}
 			before := append([]byte(nil), k.mem...)
 			const delta = 0x2600000
 			if err := k.relocate(h.prefAddress, delta); err != nil {
@@ -95,8 +116,16 @@ func TestExtractAndRelocateDebianKernels(t *testing.T) {
 			if n64 < 1000 || moved < 1000 || inMap < n64*9/10 {
 				t.Fatalf("%d 64-bit relocations (%d to kernel addresses) and %d 32-bit ones", n64, inMap, moved)
 			}
-			t.Logf("%s: %d MB laid out (memsize %d MB), %d 64-bit and %d 32-bit relocations", compression,
-				len(k.mem)>>20, k.memSize>>20, n64, moved)
+			for _, c := range k.cleared {
+				for j := 0; j < i; j++ { // the three lists entry read, their zeros included
+					v := uint64(int64(int32(binary.LittleEndian.Uint32(k.relocs[len(k.relocs)-4*(j+1):]))))
+					if off := v - startKernelMap - h.prefAddress; v != 0 && off >= c.off && off < c.end {
+						t.Fatalf("relocation at %#x is in cleared span %#x–%#x", v, c.off, c.end)
+					}
+				}
+			}
+			t.Logf("%s: %d MB laid out (memsize %d MB, %d MB copied at the jump), %d 64-bit and %d 32-bit relocations", compression,
+				len(k.mem)>>20, k.memSize>>20, copied>>20, n64, moved)
 		})
 	}
 }

@@ -59,8 +59,8 @@ func MountAll(log *slog.Logger, table []Mountpoint) (failed int) {
 	return failed
 }
 
-// UnmountAll unmounts every file system below / (deepest first) or, when it is busy,
-// remounts it read-only, so that nothing is left dirty before reboot(2).
+// UnmountAll unmounts every file system below / with a store behind it (deepest first) or,
+// when it is busy, remounts it read-only, so that nothing is left dirty before reboot(2).
 func UnmountAll(log *slog.Logger) {
 	data, err := os.ReadFile("/proc/self/mounts")
 	if err != nil {
@@ -70,7 +70,7 @@ func UnmountAll(log *slog.Logger) {
 	var targets []string
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 2 || f[1] == "/" {
+		if len(f) < 3 || f[1] == "/" || nothingToWrite[f[2]] {
 			continue
 		}
 		targets = append(targets, unescapeMount(f[1]))
@@ -85,6 +85,16 @@ func UnmountAll(log *slog.Logger) {
 			log.Debug("left mounted", "target", t, "err", err)
 		}
 	}
+}
+
+// nothingToWrite are the file system types with no store behind them: the kernel's views
+// (proc, sysfs, cgroups, …) and those in memory. Unmounting them before the power action
+// saves nothing, and cost about 40 ms of a kexec's downtime under QEMU's TCG.
+var nothingToWrite = map[string]bool{
+	"proc": true, "sysfs": true, "devtmpfs": true, "devpts": true, "tmpfs": true, "ramfs": true,
+	"rootfs": true, "cgroup": true, "cgroup2": true, "securityfs": true, "debugfs": true,
+	"tracefs": true, "pstore": true, "bpf": true, "mqueue": true, "configfs": true,
+	"hugetlbfs": true, "fusectl": true, "binfmt_misc": true, "autofs": true, "efivarfs": true,
 }
 
 // unescapeMount undoes the octal escapes of /proc/self/mounts (space is \040).

