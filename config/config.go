@@ -76,6 +76,11 @@ type Kexec struct {
 	// Method: "fast" (default; kexec_load of the kernel decompressed by baton, falling back to
 	// "file" when refused) or "file" (kexec_file_load).
 	Method string `toml:"method"`
+	// SpareOldCode: "auto" (default: only under QEMU's TCG), "yes" or "no". With it, the fast
+	// method's next kernel is not given the pages that hold the running system's code (the
+	// kernel's text and init text, the programs' resident code): under TCG, writing over a page
+	// that held translated code is slow, and the next boot did it all over its memory.
+	SpareOldCode string `toml:"spare_old_code"`
 }
 
 // Control configures the control API. The local socket always exists; the remote listener

@@ -109,6 +109,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{"f.toml:2:", "mount[0].source"}},
 		{"relative kexec kernel", "[kexec]\nkernel = \"vmlinuz\"\n",
 			[]string{"f.toml:2:", "kexec.kernel"}},
+		{"unknown spare_old_code", "[kexec]\nspare_old_code = \"maybe\"\n",
+			[]string{"f.toml:2:", "kexec.spare_old_code", "auto, yes or no"}},
 		{"trusted key not a key", "[update]\ntrusted_keys = [\"ssh-ed25519 AAAA\"]\n",
 			[]string{"f.toml:2:", "update.trusted_keys", "ed25519:BASE64"}},
 		{"dhcp with a gateway", "[[network]]\ninterface = \"eth0\"\naddress = \"dhcp\"\ngateway = \"10.0.2.2\"\n",

@@ -83,6 +83,9 @@ func (c *Config) validate() []problem {
 	if m := c.Kexec.Method; m != "" && m != "fast" && m != "file" {
 		add("kexec.method", "%s: fast or file", quote(m))
 	}
+	if v := c.Kexec.SpareOldCode; v != "" && v != "auto" && v != "yes" && v != "no" {
+		add("kexec.spare_old_code", "%s: auto, yes or no", quote(v))
+	}
 	if c.Kexec.Initrd != "" && !path.IsAbs(c.Kexec.Initrd) {
 		add("kexec.initrd", "%s must be an absolute path", quote(c.Kexec.Initrd))
 	}

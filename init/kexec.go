@@ -55,16 +55,17 @@ func (m *machine) loadAndJump(req control.KexecRequest) (control.KexecResult, er
 		}
 		return control.KexecResult{Note: "unloaded" + loadedNote()}, nil
 	}
-	var def struct{ kernel, initrd, cmdline, append, method string }
+	var def struct{ kernel, initrd, cmdline, append, method, spare string }
 	if m.cfg != nil {
 		def.kernel, def.initrd, def.cmdline, def.append = m.cfg.Kexec.Kernel, m.cfg.Kexec.Initrd, m.cfg.Kexec.Cmdline, m.cfg.Kexec.Append
-		def.method = m.cfg.Kexec.Method
+		def.method, def.spare = m.cfg.Kexec.Method, m.cfg.Kexec.SpareOldCode
 	}
 	method, err := kexec.ParseMethod(first(req.Method, def.method))
 	if err != nil {
 		return control.KexecResult{}, err
 	}
-	img := kexec.Image{Kernel: first(req.Kernel, def.kernel), Initrd: first(req.Initrd, def.initrd)}
+	img := kexec.Image{Kernel: first(req.Kernel, def.kernel), Initrd: first(req.Initrd, def.initrd),
+		SpareOldCode: def.spare == "yes" || (def.spare == "auto" || def.spare == "") && kexec.UnderTCG()}
 	if img.Kernel == "" || img.Initrd == "" {
 		// Neither says: the slot this boot came from (its kernel, its image).
 		kernel, initrd, err := m.runningSlotFiles()

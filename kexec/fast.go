@@ -71,6 +71,11 @@ func loadFast(img Image) (FastInfo, error) {
 		mem.Phys.Insert(ukexec.TypedRange{Range: ukexec.RangeFromInclusiveInterval(uintptr(lo), uintptr(hi)), Type: ukexec.RangeReserved})
 		avoided = fmt.Sprintf("running kernel at %#x–%#x avoided", lo, hi)
 	}
+	if img.SpareOldCode {
+		var spared uint64
+		e820, spared = spareOldCode(mem, e820, iomemPath, procPath)
+		avoided = strings.TrimPrefix(avoided+fmt.Sprintf(", old code spared (%d MiB)", spared>>20), ", ")
+	}
 
 	// Physical placement: a random aligned slot with room for the whole init_size, as the
 	// decompressor's choose_random_location does; the link address with nokaslr.

@@ -16,6 +16,9 @@ type Image struct {
 	Kernel  string // bzImage path
 	Initrd  string // "" for none (KEXEC_FILE_NO_INITRAMFS)
 	Cmdline string
+	// SpareOldCode (fast method): the next kernel's memory map leaves out the pages that hold
+	// the running system's code, and no segment goes there (see spareOldCode).
+	SpareOldCode bool
 }
 
 // Error is a failed kexec system call, with the errno, what it means here and what to do.

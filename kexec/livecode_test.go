@@ -1,0 +1,111 @@
+package kexec
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	ukexec "github.com/u-root/u-root/pkg/boot/kexec"
+)
+
+// fakeProc writes a /proc with two processes: executable mappings whose present pages are
+// frames 0x100, 0x101 (pid 1) and 0x101, 0x200 (pid 7); a writable mapping and a page not
+// present are not code; a kernel thread has an empty maps.
+func fakeProc(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(pid, maps string, pages map[uint64]uint64) {
+		d := filepath.Join(dir, pid)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "maps"), []byte(maps), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Create(filepath.Join(d, "pagemap"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for vpage, e := range pages {
+			var b [8]byte
+			binary.LittleEndian.PutUint64(b[:], e)
+			if _, err := f.WriteAt(b[:], int64(vpage*8)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const present = 1 << 63
+	write("1", "00400000-00403000 r-xp 00000000 00:02 12 /init\n00403000-00404000 rw-p 00003000 00:02 12 /init\n",
+		map[uint64]uint64{0x400: present | 0x100, 0x401: present | 0x101, 0x402: 0x102, 0x403: present | 0x300})
+	write("7", "7f0000000000-7f0000002000 r-xp 00000000 00:02 14 /bin/web\n",
+		map[uint64]uint64{0x7f0000000: present | 0x101, 0x7f0000001: present | 0x200})
+	write("2", "", nil)
+	return dir
+}
+
+func TestLiveCode(t *testing.T) {
+	got := liveCode(fakeProc(t))
+	if want := []pageRange{{0x100, 2}, {0x200, 1}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("liveCode = %v, want %v", got, want)
+	}
+	if got := joinNear([]pageRange{{0x100, 2}, {0x110, 1}, {0x200, 1}}, 0x20); !reflect.DeepEqual(got, []pageRange{{0x100, 0x11}, {0x200, 1}}) {
+		t.Errorf("joinNear = %v", got)
+	}
+}
+
+const testIomem = `00100000-1ffdffff : System RAM
+  0b000000-0bdfffff : Kernel code
+  0be00000-0c8bdfff : Kernel rodata
+  0ca00000-0cc4f0ff : Kernel data
+  0d199000-0e1fffff : Kernel bss
+`
+
+func TestKernelCode(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "iomem")
+	if err := os.WriteFile(p, []byte(testIomem), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := [][2]uint64{{0xb000000, 0xbe00000}, {0xcc50000, 0xd199000}} // text; data's end to bss: init
+	if got := kernelCode(p); !reflect.DeepEqual(got, want) {
+		t.Errorf("kernelCode = %#x, want %#x", got, want)
+	}
+}
+
+func TestCarveE820(t *testing.T) {
+	e820 := []e820Entry{{0, 0x9fc00, 1}, {0x9fc00, 0x400, 2}, {0x100000, 0x1fee0000, 1}, {0xfffc0000, 0x40000, 2}}
+	got := carveE820(e820, [][2]uint64{{0x3000000, 0x3100000}, {0x1ff00000, 0x20100000}})
+	want := []e820Entry{{0, 0x9fc00, 1}, {0x9fc00, 0x400, 2}, {0x100000, 0x2f00000, 1}, {0x3000000, 0x100000, 2},
+		{0x3100000, 0x1ff00000 - 0x3100000, 1}, {0x1ff00000, 0x1ffe0000 - 0x1ff00000, 2}, {0xfffc0000, 0x40000, 2}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("carveE820 =\n%#x\nwant\n%#x", got, want)
+	}
+}
+
+// spareOldCode leaves the kernel's text and init text and the programs' code out of the next
+// kernel's RAM and out of the placement map, and says how much.
+func TestSpareOldCode(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "iomem")
+	if err := os.WriteFile(p, []byte(testIomem), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e820 := []e820Entry{{0x100000, 0x1fee0000, 1}}
+	var mm ukexec.MemoryMap
+	mm.Insert(ukexec.TypedRange{Range: ukexec.Range{Start: 0x100000, Size: 0x1fee0000}, Type: ukexec.RangeRAM})
+	mem := &ukexec.Memory{Phys: mm}
+	out, spared := spareOldCode(mem, e820, p, fakeProc(t))
+	// text, init, and frames 0x100–0x200: less than 1 MiB apart, joined
+	want := uint64(0xe00000 + 0x549000 + 0x101000)
+	if spared != want || ramBytes(out) != 0x1fee0000-want {
+		t.Errorf("spared %#x (RAM left %#x), want %#x", spared, ramBytes(out), want)
+	}
+	for _, a := range []uintptr{0xb000000, 0xcc50000, 0x100000, 0x180000, 0x200000} {
+		for _, r := range mem.AvailableRAM() {
+			if r.Contains(a) {
+				t.Errorf("%#x is still free for a segment", a)
+			}
+		}
+	}
+}
