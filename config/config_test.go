@@ -1,6 +1,8 @@
 package config
 
 import (
+	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -168,6 +170,41 @@ func TestPositionsNestedArrayTables(t *testing.T) {
 	} {
 		if got := l.lineOf(key); got != want {
 			t.Errorf("lineOf(%s) = %d, want %d", key, got, want)
+		}
+	}
+}
+
+// The written-out name checks accept exactly what the regular expressions they replace did,
+// over generated names and edge cases.
+func TestNameChecksMatchTheirRegexps(t *testing.T) {
+	checks := []struct {
+		name string
+		f    func(string) bool
+		re   *regexp.Regexp
+	}{
+		{"service", isServiceName, regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$`)},
+		{"host", isHostName, regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$`)},
+		{"env", isEnvName, regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)},
+		{"memory", isMemoryMax, regexp.MustCompile(`^(max|[0-9]+[KMGT]?)$`)},
+	}
+	inputs := []string{"", "a", "_", "-", ".", "max", "maxK", "10", "10K", "K", "10KK", "1T", "10k", "web", "web-1", "-web",
+		"a.b", "a..b", ".a", "a.", "a-.b", "x@y", "A_b", "_a", "9a", "a b", "é", "a\n",
+		strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a", 65),
+		strings.Repeat("a", 63) + "." + strings.Repeat("b", 63), strings.Repeat("a", 64) + ".b"}
+	alphabet := "aZ09_.@-K "
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 20000; i++ {
+		b := make([]byte, r.IntN(8))
+		for j := range b {
+			b[j] = alphabet[r.IntN(len(alphabet))]
+		}
+		inputs = append(inputs, string(b))
+	}
+	for _, c := range checks {
+		for _, in := range inputs {
+			if got, want := c.f(in), c.re.MatchString(in); got != want {
+				t.Errorf("%s check of %q: %v, the regexp says %v", c.name, in, got, want)
+			}
 		}
 	}
 }

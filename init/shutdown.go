@@ -27,7 +27,11 @@ func (m *machine) shutdown(action system.PowerAction) {
 	}
 	steps := runSteps(m.log, list)
 	m.saveShutdown(action, steps)
-	runSteps(m.log, []step{{name: "unmount file systems", run: func() error { system.UnmountAll(m.log); return nil }}})
+	runSteps(m.log, []step{{name: "unmount file systems", run: func() error {
+		system.UnmountAll(m.log)
+		unix.Sync() // what a file system left mounted still holds (the record above); quick when clean
+		return nil
+	}}})
 	m.log.Info("shutdown complete", "action", action.String(), "took", time.Since(start).Round(time.Millisecond), system.KmsgKey, true)
 	m.watchdogBeforePower(action)
 	var err error

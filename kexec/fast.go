@@ -122,8 +122,9 @@ func loadFast(img Image) (FastInfo, error) {
 			return info, fmt.Errorf("kexec load: initrd: %w", err)
 		}
 		info.Initrd = note
-		if initrdRange, err = mem.AddPhysSegment(rd, ukexec.RangeFromInterval(1<<20, 1<<32)); err != nil {
-			return info, fmt.Errorf("kexec: no room for the %d-byte initrd below 4 GiB: %w", len(rd), err)
+		var ok bool
+		if initrdRange, ok = addHighSegment(mem, rd, 1<<20, 1<<32); !ok {
+			return info, fmt.Errorf("kexec: no room for the %d-byte initrd below 4 GiB", len(rd))
 		}
 	}
 	cmdline := append([]byte(img.Cmdline), 0)
@@ -223,6 +224,30 @@ func purgatory(zeroPage, entry uint64) []byte {
 	binary.LittleEndian.PutUint64(b[12:], entry)
 	b[20], b[21] = 0xff, 0xe0
 	return b
+}
+
+// addHighSegment adds data as a segment at the highest page-aligned place of free RAM within
+// [lo, hi), as QEMU and boot loaders place an initrd: at the top of memory. The bottom of
+// memory is where the running kernel's page allocator took pages first (its modules' code,
+// the programs it unpacked), and under QEMU's TCG copying over pages that held code is slow.
+func addHighSegment(mem *ukexec.Memory, data []byte, lo, hi uint64) (ukexec.Range, bool) {
+	size := alignUp(uint64(len(data)), 4096)
+	var best ukexec.Range
+	found := false
+	for _, r := range mem.AvailableRAM() {
+		start, end := max(uint64(r.Start), lo), min(uint64(r.Start)+uint64(r.Size), hi)
+		if end < size || end-size < start {
+			continue
+		}
+		at := (end - size) &^ 4095
+		if at >= start && (!found || at > uint64(best.Start)) {
+			best, found = ukexec.Range{Start: uintptr(at), Size: uint(size)}, true
+		}
+	}
+	if found {
+		mem.Segments.Insert(ukexec.NewSegment(data, best))
+	}
+	return best, found
 }
 
 // iomemPath lists the physical address space, the running kernel's image included ("Kernel

@@ -109,3 +109,24 @@ func TestSpareOldCode(t *testing.T) {
 		}
 	}
 }
+
+// addHighSegment takes the highest free place within its limits, page-aligned, around what is
+// taken already.
+func TestAddHighSegment(t *testing.T) {
+	var mm ukexec.MemoryMap
+	mm.Insert(ukexec.TypedRange{Range: ukexec.Range{Start: 0x100000, Size: 0x1fee0000}, Type: ukexec.RangeRAM})
+	mm.Insert(ukexec.TypedRange{Range: ukexec.Range{Start: 0x1fe00000, Size: 0x100000}, Type: ukexec.RangeReserved})
+	mem := &ukexec.Memory{Phys: mm}
+	data := make([]byte, 0x180001) // more than the 896 KiB above the hole
+	r, ok := addHighSegment(mem, data, 1<<20, 1<<32)
+	if !ok || r.Start != 0x1fe00000-0x181000 || r.Size != 0x181000 {
+		t.Fatalf("placed at %#x+%#x (%v), want %#x+0x181000", r.Start, r.Size, ok, 0x1fe00000-0x181000)
+	}
+	r2, ok := addHighSegment(mem, make([]byte, 4096), 1<<20, 1<<32)
+	if !ok || r2.Start != 0x1ffdf000 {
+		t.Errorf("a page placed at %#x, want 0x1ffdf000 (above the hole)", r2.Start)
+	}
+	if _, ok := addHighSegment(mem, make([]byte, 0x20000000), 1<<20, 1<<32); ok {
+		t.Error("512 MiB placed in less")
+	}
+}

@@ -81,6 +81,10 @@ func TestQEMUKexec(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "loaded /boot/slot-a/vmlinuz") || !strings.Contains(out, "method: fast (KASLR: physical") {
 			t.Fatalf("kexec: %d\n%s", code, out)
 		}
+		// Under TCG (this guest) the old system's code pages are kept from the next kernel.
+		if !regexp.MustCompile(`old code spared \([1-9][0-9]* MiB\)`).MatchString(out) {
+			t.Errorf("kexec under TCG did not spare the old code pages:\n%s", out)
+		}
 		_, jump := vm.WaitForAt(`kexec_core: Starting new kernel`, 60*time.Second)
 		_, up := vm.WaitForAt(`baton: all services started`, bootTimeout)
 		g := p.WaitGap(t, jump, 60*time.Second)

@@ -42,10 +42,16 @@ func SetupCgroups(root string) (*Cgroups, error) {
 // CLONE_INTO_CGROUP. The caller closes the file.
 func (c *Cgroups) prepare(spec config.Service) (string, *os.File, error) {
 	dir := filepath.Join(c.Root, spec.Name)
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+	err := os.Mkdir(dir, 0o755)
+	if err != nil && !errors.Is(err, os.ErrExist) {
 		return "", nil, fmt.Errorf("cgroup %s: %w", dir, err)
 	}
-	limits := map[string]string{"memory.max": "max", "pids.max": "max"}
+	// A group made just now has no limits; one made before may keep a limit the config no
+	// longer sets, so it is reset to "max".
+	limits := map[string]string{}
+	if err != nil {
+		limits["memory.max"], limits["pids.max"] = "max", "max"
+	}
 	if spec.MemoryMax != "" {
 		limits["memory.max"] = spec.MemoryMax
 	}
