@@ -41,6 +41,7 @@ type Poller struct {
 	failed  []Failure
 	skipped int
 	changed chan struct{} // closed and replaced on every result
+	down    bool          // the latest request to end failed
 
 	// Failures counts failed requests (len of Failed, readable without the lock).
 	Failures atomic.Int64
@@ -56,6 +57,12 @@ type PollOptions struct {
 	// MaxInFlight bounds the requests out at once, so a long outage cannot pile up goroutines
 	// and connections; 100 by default.
 	MaxInFlight int
+	// PaceWhileDown, when set, spaces the requests' starts by at least this much while the
+	// latest request to end failed. Without it, the requests of an outage start in bursts:
+	// MaxInFlight of them within a few ticks, all given up Timeout later, then the next burst;
+	// the first answer after the outage then waits for the next burst (up to ~Timeout). Paced,
+	// they start evenly, and the outage's end is seen within about PaceWhileDown.
+	PaceWhileDown time.Duration
 }
 
 const (
@@ -121,11 +128,20 @@ func Poll(url string, o PollOptions) *Poller {
 		defer p.done.Done()
 		tick := time.NewTicker(o.Every)
 		defer tick.Stop()
+		var lastStart time.Time
 		for {
 			select {
 			case <-p.stop:
 				return
 			case <-tick.C:
+			}
+			if o.PaceWhileDown > 0 && time.Since(lastStart) < o.PaceWhileDown {
+				p.mu.Lock()
+				down := p.down
+				p.mu.Unlock()
+				if down {
+					continue
+				}
 			}
 			select {
 			case inflight <- struct{}{}:
@@ -135,6 +151,7 @@ func Poll(url string, o PollOptions) *Poller {
 				p.mu.Unlock()
 				continue
 			}
+			lastStart = time.Now()
 			p.done.Add(1)
 			go func() {
 				defer p.done.Done()
@@ -151,6 +168,7 @@ func (p *Poller) request() {
 	reason, err := p.get()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.down = err != nil
 	if err == nil {
 		p.answers = append(p.answers, time.Now())
 	} else {

@@ -130,7 +130,7 @@ func (e *env) measureBaton(t *vm.ProgramTB, boot func(vm.BootOptions) vm.BootOpt
 	g := vm.Boot(t, boot(vm.BootOptions{Initrd: e.initrd, Disk: e.disk, Append: "quiet",
 		Forward: []int{vm.WebPort, vm.ControlPort}, Initctl: e.initctl, TLSDir: e.tlsDir, Quiet: !t.Verbose}))
 	g.WaitFor(`baton: all services started`, 180*time.Second)
-	p := vm.StartPoller(g, vm.WebPort)
+	p := g.Poll(vm.WebPort, benchPoll)
 	defer p.End()
 	p.WaitAnswers(t, 20, 60*time.Second) // steady state: good answers before the command
 	r := run{Steps: map[string]time.Duration{}}

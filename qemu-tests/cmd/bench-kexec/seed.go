@@ -43,7 +43,7 @@ func (e *env) measureSeed(t *vm.ProgramTB) run {
 	g := vm.Boot(t, vm.BootOptions{Kernel: e.vmlinuz, Initrd: e.seedInitrd, Disk: e.seedDisk, Append: "quiet",
 		Forward: []int{vm.WebPort, seedTrigger}, Quiet: !t.Verbose})
 	g.WaitFor(`seedref: waiting for a kexec request`, 180*time.Second)
-	p := vm.StartPoller(g, vm.WebPort)
+	p := g.Poll(vm.WebPort, benchPoll)
 	defer p.End()
 	// Steady state; and nc, started right after that line, is listening by now.
 	p.WaitAnswers(t, 20, 60*time.Second)
