@@ -364,10 +364,9 @@ func (m *machine) waitForEarlyServices() {
 	}
 	w := time.Since(began)
 	// Ready is not done: the clients that waited in a service's held sockets while it started
-	// are served after it, and a probe started then holds them up. Under QEMU with one CPU the
-	// other PCI devices' bind started right after stream was ready: a fast kexec's first
-	// answer came 0.69 s after web's READY=1 when it fell in the bind, 0.16 s when it came
-	// before it.
+	// are served after it, and a probe started then can hold them up (one verbose fast kexec
+	// answered first 0.69 s after web's READY=1, inside the disk's bind; the benchmark's poller
+	// of then varied that span as much by itself, so the gain is not proven).
 	idle := system.WaitForIdleCPU(100*time.Millisecond, modulesIdleHold)
 	m.mu.Lock()
 	if w > 10*time.Millisecond {

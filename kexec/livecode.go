@@ -2,6 +2,7 @@ package kexec
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -18,6 +19,8 @@ var procPath = "/proc"
 // maxE820 is what the zero page holds.
 const maxE820 = 128
 
+const pageSize = 4096
+
 // spareOldCode keeps the fast method's next kernel off the pages that hold the running
 // system's code: the kernel's text and init text (kernelCode) and the programs' resident code
 // (liveCode, runs less than 1 MiB apart joined). They are left out of the placement map (no
@@ -25,29 +28,19 @@ const maxE820 = 128
 // with the bytes of RAM it left out. Under QEMU's TCG a write to a page that held translated
 // code goes the slow way until that code is invalidated, and the next kernel's boot writes
 // all over its memory (the initramfs alone is 24 MB for the demo): kernel → /init took
-// 4.05–4.16 s after fast kexecs of the demo, 3.19–3.65 s with these pages spared. On other
+// 4.05–4.16 s after fast kexecs of the demo, 3.17–3.76 s with these pages spared. On other
 // machines it only costs the memory, so it is the TCG default only. With more holes than the
 // zero page's map holds, nothing is spared.
 func spareOldCode(mem *ukexec.Memory, e820 []e820Entry, iomem, proc string) ([]e820Entry, uint64) {
-	holes := kernelCode(iomem)
-	for _, r := range joinNear(liveCode(proc), 256) {
-		holes = append(holes, [2]uint64{r.first * 4096, (r.first + r.n) * 4096})
-	}
-	slices.SortFunc(holes, func(a, b [2]uint64) int { return cmpU64(a[0], b[0]) })
-	var merged [][2]uint64
-	for _, h := range holes {
-		if n := len(merged); n > 0 && h[0] <= merged[n-1][1] {
-			merged[n-1][1] = max(merged[n-1][1], h[1])
-			continue
-		}
-		merged = append(merged, h)
-	}
-	out := carveE820(e820, merged)
+	holes := append(kernelCode(iomem), joinNear(liveCode(proc), 256)...)
+	slices.SortFunc(holes, func(a, b pageRange) int { return cmp.Compare(a.first, b.first) })
+	holes = joinNear(holes, 0) // the kernel's code and a program's may touch
+	out := carveE820(e820, holes)
 	if len(out) > maxE820 {
 		return e820, 0
 	}
-	for _, h := range merged {
-		mem.Phys.Insert(ukexec.TypedRange{Range: ukexec.Range{Start: uintptr(h[0]), Size: uint(h[1] - h[0])}, Type: ukexec.RangeReserved})
+	for _, h := range holes {
+		mem.Phys.Insert(ukexec.TypedRange{Range: ukexec.Range{Start: uintptr(h.first * pageSize), Size: uint(h.n * pageSize)}, Type: ukexec.RangeReserved})
 	}
 	return out, ramBytes(e820) - ramBytes(out)
 }
@@ -61,35 +54,22 @@ func ramBytes(e820 []e820Entry) (n uint64) {
 	return n
 }
 
-// kernelCode returns the running kernel's text ("Kernel code" in /proc/iomem) and its init
-// text, which lies between the end of "Kernel data" and the start of "Kernel bss" (freed
-// after boot, but it ran): page-aligned byte ranges [start, end).
-func kernelCode(iomem string) [][2]uint64 {
-	b, err := os.ReadFile(iomem)
-	if err != nil {
-		return nil
+// kernelCode returns the pages of the running kernel's text ("Kernel code" in /proc/iomem) and
+// of its init text, which lies between the end of "Kernel data" and the start of "Kernel bss"
+// (freed after boot, but it ran).
+func kernelCode(iomem string) []pageRange {
+	spans := iomemKernel(iomem)
+	pages := func(first, last uint64) pageRange {
+		return pageRange{first / pageSize, alignUp(last+1, pageSize)/pageSize - first/pageSize}
 	}
-	spans := map[string][2]uint64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		span, name, found := strings.Cut(line, " : ")
-		if !found || !strings.HasPrefix(name, "Kernel ") {
-			continue
-		}
-		a, z, found := strings.Cut(strings.TrimSpace(span), "-")
-		start, err1 := strconv.ParseUint(a, 16, 64)
-		end, err2 := strconv.ParseUint(z, 16, 64)
-		if found && err1 == nil && err2 == nil && end > start {
-			spans[name] = [2]uint64{start &^ 4095, alignUp(end+1, 4096)}
-		}
-	}
-	var out [][2]uint64
+	var out []pageRange
 	if c, ok := spans["Kernel code"]; ok {
-		out = append(out, c)
+		out = append(out, pages(c[0], c[1]))
 	}
 	d, okD := spans["Kernel data"]
 	bss, okB := spans["Kernel bss"]
-	if okD && okB && d[1] < bss[0] {
-		out = append(out, [2]uint64{d[1], bss[0]})
+	if okD && okB && alignUp(d[1]+1, pageSize) < bss[0]&^(pageSize-1) {
+		out = append(out, pages(alignUp(d[1]+1, pageSize), bss[0]&^(pageSize-1)-1))
 	}
 	return out
 }
@@ -138,7 +118,6 @@ func codePagesOf(dir string) []uint64 {
 		return nil
 	}
 	defer pm.Close()
-	const pageSize = 4096
 	var out []uint64
 	sc := bufio.NewScanner(maps)
 	for sc.Scan() {
@@ -181,9 +160,9 @@ func joinNear(rs []pageRange, gap uint64) []pageRange {
 	return out
 }
 
-// carveE820 marks holes (physical byte ranges, sorted, not overlapping) reserved where they
-// fall in RAM entries, splitting them; the result is sorted by address.
-func carveE820(e820 []e820Entry, holes [][2]uint64) []e820Entry {
+// carveE820 marks holes (page runs, sorted, not overlapping) reserved where they fall in RAM
+// entries, splitting them; the result is sorted by address.
+func carveE820(e820 []e820Entry, holes []pageRange) []e820Entry {
 	var out []e820Entry
 	for _, e := range e820 {
 		if e.typ != 1 {
@@ -192,7 +171,7 @@ func carveE820(e820 []e820Entry, holes [][2]uint64) []e820Entry {
 		}
 		at, end := e.addr, e.addr+e.size
 		for _, h := range holes {
-			lo, hi := max(h[0], at), min(h[1], end)
+			lo, hi := max(h.first*pageSize, at), min((h.first+h.n)*pageSize, end)
 			if lo >= hi {
 				continue
 			}
@@ -206,16 +185,6 @@ func carveE820(e820 []e820Entry, holes [][2]uint64) []e820Entry {
 			out = append(out, e820Entry{addr: at, size: end - at, typ: 1})
 		}
 	}
-	slices.SortFunc(out, func(a, b e820Entry) int { return cmpU64(a.addr, b.addr) })
+	slices.SortFunc(out, func(a, b e820Entry) int { return cmp.Compare(a.addr, b.addr) })
 	return out
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

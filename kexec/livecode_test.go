@@ -68,7 +68,8 @@ func TestKernelCode(t *testing.T) {
 	if err := os.WriteFile(p, []byte(testIomem), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	want := [][2]uint64{{0xb000000, 0xbe00000}, {0xcc50000, 0xd199000}} // text; data's end to bss: init
+	// text 0xb000000–0xbe00000; init from data's end to bss: 0xcc50000–0xd199000
+	want := []pageRange{{0xb000, 0xe00}, {0xcc50, 0xd199 - 0xcc50}}
 	if got := kernelCode(p); !reflect.DeepEqual(got, want) {
 		t.Errorf("kernelCode = %#x, want %#x", got, want)
 	}
@@ -76,7 +77,7 @@ func TestKernelCode(t *testing.T) {
 
 func TestCarveE820(t *testing.T) {
 	e820 := []e820Entry{{0, 0x9fc00, 1}, {0x9fc00, 0x400, 2}, {0x100000, 0x1fee0000, 1}, {0xfffc0000, 0x40000, 2}}
-	got := carveE820(e820, [][2]uint64{{0x3000000, 0x3100000}, {0x1ff00000, 0x20100000}})
+	got := carveE820(e820, []pageRange{{0x3000, 0x100}, {0x1ff00, 0x200}}) // 0x3000000–0x3100000, 0x1ff00000–0x20100000
 	want := []e820Entry{{0, 0x9fc00, 1}, {0x9fc00, 0x400, 2}, {0x100000, 0x2f00000, 1}, {0x3000000, 0x100000, 2},
 		{0x3100000, 0x1ff00000 - 0x3100000, 1}, {0x1ff00000, 0x1ffe0000 - 0x1ff00000, 2}, {0xfffc0000, 0x40000, 2}}
 	if !reflect.DeepEqual(got, want) {
