@@ -24,6 +24,9 @@ func TestReaperKeepsReapingAfterAPanic(t *testing.T) {
 		}
 	}
 	r := NewReaper(log)
+	// Reapers live as long as their process: one left reaping by an earlier run of this test
+	// (go test -count=N) would take this run's children and drop them as orphans.
+	t.Cleanup(func() { r.Pause(); deliverHook = nil })
 	start := func() (int, error) {
 		return syscall.ForkExec("/bin/true", []string{"true"}, &syscall.ProcAttr{})
 	}
