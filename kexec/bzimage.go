@@ -115,6 +115,11 @@ func parseBzImage(k []byte) (*bzHeader, error) {
 	if h.kernelAlign == 0 || h.kernelAlign&(h.kernelAlign-1) != 0 {
 		return nil, fmt.Errorf("kernel_alignment %#x is not a power of two", h.kernelAlign)
 	}
+	if h.prefAddress >= kernelImageSize {
+		// The kernel is linked at startKernelMap plus this, and must end within the 1 GiB
+		// that follows: a larger value is a corrupt header (and would wrap that sum).
+		return nil, fmt.Errorf("pref_address %#x is beyond the kernel's 1 GiB image space", h.prefAddress)
+	}
 	setupSects := int(k[hdrSetupSects])
 	if setupSects == 0 {
 		setupSects = 4
@@ -190,13 +195,14 @@ func decoder(kind string, r io.Reader) (io.Reader, error) {
 // kernelImage is the kernel laid out as the decompressor lays it out: each PT_LOAD segment at
 // its physical address minus the link address.
 type kernelImage struct {
-	mem     []byte // the file-backed part; the rest of memSize is zeroed by kexec_load
+	mem     []byte // the file-backed part; the rest of memSize is reserved, neither copied nor zeroed
 	memSize uint64 // what the kernel needs at its load address (init_size, or more)
 	entry   uint64 // offset of startup_64 in mem
 	relocs  []byte // the relocation table (the tail of the payload)
 	// cleared are the ranges of mem (offsets, page-aligned inward) the kernel zeroes itself
 	// before it reads them: .bss and .brk (clear_bss in arch/x86/kernel/head64.c). They need
-	// not be copied at the jump; the bzImage's decompressor does not write them either.
+	// not be copied at the jump. In Debian's kernels they lie inside the file-backed part, as
+	// zeros the bzImage's decompressor copies; nothing reads them before clear_bss.
 	cleared []span
 	took    time.Duration
 }
@@ -226,14 +232,15 @@ var kernelCleared = map[string]bool{".bss": true, ".brk": true}
 // clearedSections finds kernelCleared in the ELF's section headers, which tail (the payload
 // from offset tailAt on) holds: vmlinux.bin keeps them, after its segments. Ranges outside
 // [0, size) or that do not hold a whole page are left out: what is not understood is copied.
-// A payload without section headers gives none.
+// A payload without section headers gives none. The headers come from the payload, so every
+// bound is checked without an addition that could wrap.
 func clearedSections(eh elf.Header64, tail []byte, tailAt, base, size uint64) []span {
 	const shdrSize = 64
 	if eh.Shoff < tailAt || eh.Shnum == 0 || eh.Shentsize != shdrSize || eh.Shstrndx >= eh.Shnum {
 		return nil
 	}
-	at := eh.Shoff - tailAt
-	if at+uint64(eh.Shnum)*shdrSize > uint64(len(tail)) {
+	at, n := eh.Shoff-tailAt, uint64(len(tail))
+	if at > n || uint64(eh.Shnum)*shdrSize > n-at {
 		return nil
 	}
 	shdrs := make([]elf.Section64, eh.Shnum)
@@ -241,7 +248,7 @@ func clearedSections(eh elf.Header64, tail []byte, tailAt, base, size uint64) []
 		return nil
 	}
 	names := shdrs[eh.Shstrndx]
-	if names.Off < tailAt || names.Off-tailAt+names.Size > uint64(len(tail)) {
+	if names.Off < tailAt || names.Off-tailAt > n || names.Size > n-(names.Off-tailAt) {
 		return nil
 	}
 	strtab := tail[names.Off-tailAt : names.Off-tailAt+names.Size]
@@ -251,6 +258,10 @@ func clearedSections(eh elf.Header64, tail []byte, tailAt, base, size uint64) []
 			sh.Addr < startKernelMap+base || uint64(sh.Name) >= uint64(len(strtab)) {
 			continue
 		}
+		rel := sh.Addr - startKernelMap - base // its offset in the image
+		if rel >= size || sh.Size > size-rel {
+			continue
+		}
 		name := strtab[sh.Name:]
 		if i := bytes.IndexByte(name, 0); i >= 0 {
 			name = name[:i]
@@ -258,9 +269,8 @@ func clearedSections(eh elf.Header64, tail []byte, tailAt, base, size uint64) []
 		if !kernelCleared[string(name)] {
 			continue
 		}
-		off := alignUp(sh.Addr-startKernelMap-base, 4096)
-		end := (sh.Addr - startKernelMap - base + sh.Size) &^ 4095
-		if end > off && end <= size {
+		off, end := alignUp(rel, 4096), (rel+sh.Size)&^4095
+		if end > off {
 			out = append(out, span{off, end})
 		}
 	}

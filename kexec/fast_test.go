@@ -153,14 +153,18 @@ func TestBadImagesAreRefusedWithTheCause(t *testing.T) {
 	long := append([]byte(nil), kb...)
 	end := off + int(binary.LittleEndian.Uint32(kb[hdrPayloadLength:]))
 	binary.LittleEndian.PutUint32(long[end-4:], binary.LittleEndian.Uint32(kb[end-4:])+4096)
+	// A physical link address beyond the kernel's 1 GiB would wrap the relocations' bounds.
+	farPref := append([]byte(nil), kb...)
+	binary.LittleEndian.PutUint64(farPref[hdrPrefAddress:], 1<<63)
 	for name, c := range map[string]struct {
 		file []byte
 		want string
 	}{
-		"truncated":   {kb[:len(kb)/2], "truncated"},
-		"unknown":     {unknown, "unknown payload compression"},
-		"not-kernel":  {bytes.Repeat([]byte("initramfs "), 200), "not a bzImage"},
-		"short-trail": {long, "truncated"},
+		"pref-address": {farPref, "pref_address"},
+		"truncated":    {kb[:len(kb)/2], "truncated"},
+		"unknown":      {unknown, "unknown payload compression"},
+		"not-kernel":   {bytes.Repeat([]byte("initramfs "), 200), "not a bzImage"},
+		"short-trail":  {long, "truncated"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			img := Image{Kernel: write(name, c.file)}
