@@ -79,7 +79,9 @@ func waitForIdleCPU(stat string, window, max time.Duration) time.Duration {
 		if !ok {
 			break
 		}
-		if t1 > t0 && 2*(i1-i0) >= t1-t0 {
+		// Differences as signed numbers: iowait, counted in both sums, may go down.
+		total, idle := int64(t1-t0), int64(i1-i0)
+		if total > 0 && idle > 0 && 2*idle >= total {
 			break
 		}
 		t0, i0 = t1, i1

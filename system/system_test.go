@@ -200,4 +200,20 @@ func TestWaitForIdleCPU(t *testing.T) {
 	if w := waitForIdleCPU(p, 5*time.Millisecond, 60*time.Millisecond); w < 60*time.Millisecond {
 		t.Errorf("a stat that does not move ended the wait after %v", w)
 	}
+	// iowait may go down (proc(5)): a busy CPU whose iowait fell is still busy.
+	writeIO := func(user, iowait int) {
+		tmp := p + ".tmp"
+		os.WriteFile(tmp, []byte(fmt.Sprintf("cpu  %d 0 0 100 %d 0 0 0 0 0\n", user, iowait)), 0o644)
+		os.Rename(tmp, p)
+	}
+	writeIO(100, 50)
+	go func() {
+		for i := 1; i <= 6; i++ {
+			time.Sleep(10 * time.Millisecond)
+			writeIO(100+10*i, 50-i)
+		}
+	}()
+	if w := waitForIdleCPU(p, 10*time.Millisecond, 50*time.Millisecond); w < 50*time.Millisecond {
+		t.Errorf("a busy CPU whose iowait went down ended the wait after %v", w)
+	}
 }
