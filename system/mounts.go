@@ -67,17 +67,7 @@ func UnmountAll(log *slog.Logger) {
 		log.Warn("cannot list mounts; skipping unmount", "err", err)
 		return
 	}
-	var targets []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 3 || f[1] == "/" || nothingToWrite[f[2]] {
-			continue
-		}
-		targets = append(targets, unescapeMount(f[1]))
-	}
-	// Deeper paths first; /proc last-ish matters not, since we no longer read it after this.
-	sort.Slice(targets, func(i, j int) bool { return len(targets[i]) > len(targets[j]) })
-	for _, t := range targets {
+	for _, t := range unmountTargets(string(data)) {
 		if err := unix.Unmount(t, 0); err == nil {
 			continue
 		}
@@ -85,6 +75,39 @@ func UnmountAll(log *slog.Logger) {
 			log.Debug("left mounted", "target", t, "err", err)
 		}
 	}
+}
+
+// unmountTargets lists what UnmountAll unmounts, deepest first: the mounts below / with a
+// store, and those without one (nothingToWrite) that lie below a mount with a store — a tmpfs
+// on /data/cache left mounted would keep /data busy, and /data only remounted read-only.
+func unmountTargets(mounts string) []string {
+	type mnt struct {
+		target string
+		store  bool
+	}
+	var all []mnt
+	for _, line := range strings.Split(mounts, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		if t := unescapeMount(f[1]); t != "/" {
+			all = append(all, mnt{t, !nothingToWrite[f[2]]})
+		}
+	}
+	var targets []string
+	for _, m := range all {
+		keep := m.store
+		for _, s := range all {
+			keep = keep || s.store && strings.HasPrefix(m.target, strings.TrimSuffix(s.target, "/")+"/")
+		}
+		if keep {
+			targets = append(targets, m.target)
+		}
+	}
+	// Deeper paths first; /proc last-ish matters not, since we no longer read it after this.
+	sort.SliceStable(targets, func(i, j int) bool { return len(targets[i]) > len(targets[j]) })
+	return targets
 }
 
 // nothingToWrite are the file system types with no store behind them: the kernel's views
