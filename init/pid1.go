@@ -366,8 +366,13 @@ func (m *machine) waitForEarlyServices() {
 	// Ready is not done: the clients that waited in a service's held sockets while it started
 	// are served after it, and a probe started then can hold them up (one verbose fast kexec
 	// answered first 0.69 s after web's READY=1, inside the disk's bind; the benchmark's poller
-	// of then varied that span as much by itself, so the gain is not proven).
-	idle := system.WaitForIdleCPU(100*time.Millisecond, modulesIdleHold)
+	// of then varied that span as much by itself, so the gain is not proven). Not when a
+	// service waits for these modules, through the mounts: its start would wait up to
+	// modulesIdleHold more for a gain that small.
+	var idle time.Duration
+	if !m.servicesWaitForMounts() {
+		idle = system.WaitForIdleCPU(100*time.Millisecond, modulesIdleHold)
+	}
 	m.mu.Lock()
 	if w > 10*time.Millisecond {
 		m.modulesWaited = w
@@ -376,6 +381,20 @@ func (m *machine) waitForEarlyServices() {
 		m.modulesIdle = idle
 	}
 	m.mu.Unlock()
+}
+
+// servicesWaitForMounts reports whether a service's start waits for the mounts (a file below
+// a [[mount]], or connections carried on the disk), which wait for the module step.
+func (m *machine) servicesWaitForMounts() bool {
+	if m.cfg == nil {
+		return false
+	}
+	for _, s := range m.cfg.Service {
+		if usesMount(s, m.cfg.Mount) != "" || s.KeepConnections && m.carryPending() {
+			return true
+		}
+	}
+	return false
 }
 
 // modulesHeldBy says how long the module step waited for the early services, if it did.

@@ -37,6 +37,7 @@ const (
 	hdrVersion       = 0x206
 	hdrLoadflags     = 0x211
 	hdrKernelAlign   = 0x230
+	hdrCmdlineSize   = 0x238
 	hdrRelocatable   = 0x234
 	hdrXLoadflags    = 0x236
 	hdrPayloadOffset = 0x248
@@ -78,6 +79,7 @@ type bzHeader struct {
 	version     uint16
 	kernelAlign uint64
 	prefAddress uint64 // LOAD_PHYSICAL_ADDR: where the ELF is linked physically
+	cmdlineSize int    // the longest command line the kernel takes, without its NUL
 	initSize    uint64 // memory the kernel needs from its load address at boot
 	payload     []byte // compressed, without the appended size
 	rawSize     uint32 // the payload's decompressed size (size_append)
@@ -112,6 +114,7 @@ func parseBzImage(k []byte) (*bzHeader, error) {
 	h.kernelAlign = uint64(binary.LittleEndian.Uint32(k[hdrKernelAlign:]))
 	h.prefAddress = binary.LittleEndian.Uint64(k[hdrPrefAddress:])
 	h.initSize = uint64(binary.LittleEndian.Uint32(k[hdrInitSize:]))
+	h.cmdlineSize = int(min(binary.LittleEndian.Uint32(k[hdrCmdlineSize:]), 1<<16))
 	if h.kernelAlign == 0 || h.kernelAlign&(h.kernelAlign-1) != 0 {
 		return nil, fmt.Errorf("kernel_alignment %#x is not a power of two", h.kernelAlign)
 	}

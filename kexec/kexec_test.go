@@ -22,6 +22,26 @@ func TestReuseDropsOneShotParams(t *testing.T) {
 	}
 }
 
+// The fast method's memmap= goes with its baton.spared=; a memmap= of the user's stays, even
+// when a baton.spared= names another.
+func TestReuseDropsTheSparedMemmap(t *testing.T) {
+	ours := sparedParams([]pageRange{{0x100, 0x10}, {0x3000, 0x200}})
+	if want := []string{"memmap=0x10000$0x100000,0x200000$0x3000000", "baton.spared=" + sparedTag("0x10000$0x100000,0x200000$0x3000000")}; !reflect.DeepEqual(ours, want) {
+		t.Fatalf("sparedParams = %q, want %q", ours, want)
+	}
+	in := append([]string{"console=ttyS0", "memmap=64M$0x10000000"}, ours...)
+	want := []string{"console=ttyS0", "memmap=64M$0x10000000"}
+	if got := Reuse(in); !reflect.DeepEqual(got, want) {
+		t.Errorf("Reuse = %q, want %q", got, want)
+	}
+	if got := Reuse([]string{"memmap=64M$0x10000000", "baton.spared=00000000"}); !reflect.DeepEqual(got, want[1:]) {
+		t.Errorf("Reuse dropped the user's memmap=: %q", got)
+	}
+	if sparedParams(nil) != nil {
+		t.Error("no holes, yet parameters")
+	}
+}
+
 func TestErrorsSayWhatToDo(t *testing.T) {
 	for errno, want := range map[unix.Errno]string{
 		unix.ENOEXEC: "not a kernel", unix.EPERM: "kexec_load_disabled", unix.EKEYREJECTED: "signature",

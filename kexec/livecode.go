@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"cmp"
 	"encoding/binary"
+	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,34 +18,57 @@ import (
 // procPath is where liveCode looks for the processes; a variable for tests.
 var procPath = "/proc"
 
-// maxE820 is what the zero page holds.
-const maxE820 = 128
-
 const pageSize = 4096
 
 // spareOldCode keeps the fast method's next kernel off the pages that hold the running
 // system's code: the kernel's text and init text (kernelCode) and the programs' resident code
 // (liveCode, runs less than 1 MiB apart joined). They are left out of the placement map (no
-// segment goes there) and marked reserved in the next kernel's memory map, which it returns
-// with the bytes of RAM it left out. Under QEMU's TCG a write to a page that held translated
+// segment goes there) and reserved for the next kernel with memmap= (sparedParams), and it
+// returns the bytes of RAM they take. Under QEMU's TCG a write to a page that held translated
 // code goes the slow way until that code is invalidated, and the next kernel's boot writes
 // all over its memory (the initramfs alone is 24 MB for the demo): kernel → /init took
 // 4.05–4.16 s after fast kexecs of the demo, 3.17–3.76 s with these pages spared. On other
-// machines it only costs the memory, so it is the TCG default only. With more holes than the
-// zero page's map holds, nothing is spared.
-func spareOldCode(mem *ukexec.Memory, e820 []e820Entry, iomem, proc string) ([]e820Entry, uint64) {
-	holes := append(kernelCode(iomem), joinNear(liveCode(proc), 256)...)
+// machines it only costs the memory, so it is the TCG default only.
+//
+// memmap=, not the zero page's e820: the next kernel keeps the e820 it is given as the
+// firmware's (/sys/firmware/memmap, which the next load reads), so holes put there would stay
+// reserved in every later boot and add up kexec after kexec; memmap= changes only the map the
+// kernel allocates from. More runs than maxSpared are joined across wider gaps.
+func spareOldCode(mem *ukexec.Memory, e820 []e820Entry, iomem, proc string) (holes []pageRange, spared uint64) {
+	holes = append(kernelCode(iomem), joinNear(liveCode(proc), 256)...)
 	slices.SortFunc(holes, func(a, b pageRange) int { return cmp.Compare(a.first, b.first) })
 	holes = joinNear(holes, 0) // the kernel's code and a program's may touch
-	out := carveE820(e820, holes)
-	if len(out) > maxE820 {
-		return e820, 0
+	for gap := uint64(512); len(holes) > maxSpared; gap *= 2 {
+		holes = joinNear(holes, gap)
 	}
 	for _, h := range holes {
 		mem.Phys.Insert(ukexec.TypedRange{Range: ukexec.Range{Start: uintptr(h.first * pageSize), Size: uint(h.n * pageSize)}, Type: ukexec.RangeReserved})
 	}
-	return out, ramBytes(e820) - ramBytes(out)
+	return holes, ramBytes(e820) - ramBytes(carveE820(e820, holes))
 }
+
+// maxSpared bounds the memmap= entries: about 25 bytes each, of the 2,047 the command line holds.
+const maxSpared = 24
+
+// sparedParams are the kernel parameters that reserve holes: one memmap= of SIZE$ADDR entries,
+// and baton.spared=, a checksum of that value, by which Reuse tells this memmap= from one the
+// user wrote and leaves it out of the next command line.
+func sparedParams(holes []pageRange) []string {
+	if len(holes) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for i, h := range holes {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%#x$%#x", h.n*pageSize, h.first*pageSize)
+	}
+	return []string{"memmap=" + b.String(), "baton.spared=" + sparedTag(b.String())}
+}
+
+// sparedTag is baton.spared='s value for a memmap= value.
+func sparedTag(memmap string) string { return fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(memmap))) }
 
 func ramBytes(e820 []e820Entry) (n uint64) {
 	for _, e := range e820 {
@@ -146,7 +171,7 @@ func codePagesOf(dir string) []uint64 {
 	return out
 }
 
-// joinNear joins page runs less than gap pages apart (what lies between is taken too), so a
+// joinNear joins page runs at most gap pages apart (what lies between is taken too), so a
 // few runs stand for many.
 func joinNear(rs []pageRange, gap uint64) []pageRange {
 	var out []pageRange

@@ -2,9 +2,11 @@ package kexec
 
 import (
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	ukexec "github.com/u-root/u-root/pkg/boot/kexec"
@@ -85,8 +87,8 @@ func TestCarveE820(t *testing.T) {
 	}
 }
 
-// spareOldCode leaves the kernel's text and init text and the programs' code out of the next
-// kernel's RAM and out of the placement map, and says how much.
+// spareOldCode returns the kernel's text and init text and the programs' code as holes for the
+// next kernel's memmap=, leaves them out of the placement map, and says how much RAM they take.
 func TestSpareOldCode(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "iomem")
 	if err := os.WriteFile(p, []byte(testIomem), 0o644); err != nil {
@@ -96,11 +98,11 @@ func TestSpareOldCode(t *testing.T) {
 	var mm ukexec.MemoryMap
 	mm.Insert(ukexec.TypedRange{Range: ukexec.Range{Start: 0x100000, Size: 0x1fee0000}, Type: ukexec.RangeRAM})
 	mem := &ukexec.Memory{Phys: mm}
-	out, spared := spareOldCode(mem, e820, p, fakeProc(t))
+	holes, spared := spareOldCode(mem, e820, p, fakeProc(t))
 	// text, init, and frames 0x100–0x200: less than 1 MiB apart, joined
 	want := uint64(0xe00000 + 0x549000 + 0x101000)
-	if spared != want || ramBytes(out) != 0x1fee0000-want {
-		t.Errorf("spared %#x (RAM left %#x), want %#x", spared, ramBytes(out), want)
+	if spared != want || len(holes) != 3 {
+		t.Errorf("spared %#x in %d holes, want %#x in 3", spared, len(holes), want)
 	}
 	for _, a := range []uintptr{0xb000000, 0xcc50000, 0x100000, 0x180000, 0x200000} {
 		for _, r := range mem.AvailableRAM() {
@@ -108,6 +110,48 @@ func TestSpareOldCode(t *testing.T) {
 				t.Errorf("%#x is still free for a segment", a)
 			}
 		}
+	}
+}
+
+// More code runs than memmap= takes are joined across wider gaps until they fit.
+func TestSpareOldCodeBoundsTheHoles(t *testing.T) {
+	dir := t.TempDir()
+	pages := map[uint64]uint64{}
+	for i := uint64(0); i < 3*maxSpared; i++ {
+		pages[i] = 0x1000 + i*0x400 // one code page every 4 MiB
+	}
+	d := filepath.Join(dir, "1")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	maps := fmt.Sprintf("00000000-%08x r-xp 00000000 00:01 1 /bin/x\n", 3*maxSpared*pageSize)
+	pm := make([]byte, 8*3*maxSpared)
+	for vpn, pfn := range pages {
+		binary.LittleEndian.PutUint64(pm[8*vpn:], 1<<63|pfn)
+	}
+	if err := os.WriteFile(filepath.Join(d, "maps"), []byte(maps), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d, "pagemap"), pm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var mm ukexec.MemoryMap
+	mm.Insert(ukexec.TypedRange{Range: ukexec.Range{Start: 0x100000, Size: 0x3ff00000}, Type: ukexec.RangeRAM})
+	holes, spared := spareOldCode(&ukexec.Memory{Phys: mm}, []e820Entry{{0x100000, 0x3ff00000, 1}}, "/nonexistent", dir)
+	if len(holes) == 0 || len(holes) > maxSpared {
+		t.Fatalf("%d holes, want 1–%d", len(holes), maxSpared)
+	}
+	for _, pfn := range pages {
+		in := false
+		for _, h := range holes {
+			in = in || pfn >= h.first && pfn < h.first+h.n
+		}
+		if !in {
+			t.Errorf("code page %#x not spared", pfn)
+		}
+	}
+	if line := strings.Join(sparedParams(holes), " "); len(line) > 30*maxSpared {
+		t.Errorf("%d bytes of parameters for %d holes (%d MiB): %s", len(line), len(holes), spared>>20, line)
 	}
 }
 

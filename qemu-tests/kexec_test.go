@@ -1,11 +1,14 @@
 package qemutests
 
 import (
-	qvm "github.com/baton-init/baton/qemu-tests/vm"
+	"fmt"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	qvm "github.com/baton-init/baton/qemu-tests/vm"
 )
 
 // TestQEMUKexec boots Debian's generic kernel with the boot disk at /boot and, in one guest:
@@ -25,6 +28,35 @@ func TestQEMUKexec(t *testing.T) {
 		var i struct{ Cmdline, Release string }
 		mustJSON(t, vm.Get(t, testPort, "/info"), &i)
 		return i.Cmdline, i.Release
+	}
+	// The firmware's memory map as the kernel keeps it (/sys/firmware/memmap/N/type), which
+	// the fast method gives the next kernel: the old code's holes must not add to it.
+	firmwareMap := func(t *testing.T) []string {
+		var types []string
+		for n := 0; n < 256; n++ {
+			var f struct {
+				Exists  bool
+				Content string
+			}
+			mustJSON(t, vm.Get(t, testPort, fmt.Sprintf("/file?path=/sys/firmware/memmap/%d/type", n)), &f)
+			if !f.Exists {
+				break
+			}
+			types = append(types, strings.TrimSpace(f.Content))
+		}
+		return types
+	}
+	bootMap := firmwareMap(t)
+	// The holes go in one memmap= with its baton.spared= checksum; a reused command line
+	// carries neither into the next one.
+	spared := regexp.MustCompile(`(^| )memmap=\S+ baton\.spared=[0-9a-f]{8}( |$)`)
+	checkSpared := func(t *testing.T, cmdline string) {
+		if !spared.MatchString(cmdline) || strings.Count(cmdline, "memmap=") != 1 || strings.Count(cmdline, "baton.spared=") != 1 {
+			t.Errorf("the next kernel's command line should hold one memmap= and one baton.spared=: %q", cmdline)
+		}
+		if got := firmwareMap(t); !reflect.DeepEqual(got, bootMap) {
+			t.Errorf("the firmware's memory map grew across the kexec: %q, at boot %q", got, bootMap)
+		}
 	}
 
 	vm.Run(t, "refused load costs no downtime", func(t *testing.T) {
@@ -82,7 +114,7 @@ func TestQEMUKexec(t *testing.T) {
 			t.Fatalf("kexec: %d\n%s", code, out)
 		}
 		// Under TCG (this guest) the old system's code pages are kept from the next kernel.
-		if !regexp.MustCompile(`old code spared \([1-9][0-9]* MiB\)`).MatchString(out) {
+		if !regexp.MustCompile(`old code spared \([1-9][0-9]* MiB, [1-9][0-9]* memmap= holes\)`).MatchString(out) {
 			t.Errorf("kexec under TCG did not spare the old code pages:\n%s", out)
 		}
 		_, jump := vm.WaitForAt(`kexec_core: Starting new kernel`, 60*time.Second)
@@ -93,6 +125,7 @@ func TestQEMUKexec(t *testing.T) {
 		if !strings.Contains(cmdline, "baton.test.marker=first") || !regexp.MustCompile(`baton.prev=[0-9a-f]+`).MatchString(cmdline) {
 			t.Errorf("new kernel's command line %q lacks the marker", cmdline)
 		}
+		checkSpared(t, cmdline)
 		if out, _ := vm.Initctl(t, "analyze"); !strings.Contains(out, "previous shutdown (kexec)") || !strings.Contains(out, "stop services") ||
 			!strings.Contains(out, "kernel loaded with method fast") {
 			t.Errorf("analyze does not show the previous shutdown:\n%s", out)
@@ -117,6 +150,7 @@ func TestQEMUKexec(t *testing.T) {
 		if strings.Contains(cmdline, "baton.test.marker") == false {
 			t.Errorf("reused command line lost the earlier marker: %q", cmdline)
 		}
+		checkSpared(t, cmdline)
 	})
 
 	vm.Run(t, "lockdown refuses the fast method", func(t *testing.T) {

@@ -41,7 +41,8 @@ type Poller struct {
 	failed  []Failure
 	skipped int
 	changed chan struct{} // closed and replaced on every result
-	down    bool          // the latest request to end failed
+	down    bool          // the latest-started request of those that ended failed
+	downAt  time.Time     // when the request that set down started
 
 	// Failures counts failed requests (len of Failed, readable without the lock).
 	Failures atomic.Int64
@@ -168,7 +169,11 @@ func (p *Poller) request() {
 	reason, err := p.get()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.down = err != nil
+	// One that started before the latest known outcome's request (a request from the outage
+	// timing out after the guest answered again) says nothing about now.
+	if !at.Before(p.downAt) {
+		p.down, p.downAt = err != nil, at
+	}
 	if err == nil {
 		p.answers = append(p.answers, time.Now())
 	} else {

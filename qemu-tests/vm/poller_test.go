@@ -34,3 +34,32 @@ func TestPollerPacesWhileDown(t *testing.T) {
 		t.Errorf("%d answers in 600 ms at 5 ms intervals: paced while up", r.Answers)
 	}
 }
+
+// A request from the outage that fails after later ones were answered does not pace the
+// poller again: down follows the latest-started request that ended.
+func TestPollerDownFollowsTheLatestRequest(t *testing.T) {
+	release, first := make(chan struct{}), make(chan bool, 1)
+	first <- true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-first:
+			<-release // the slow one, from the outage
+			w.WriteHeader(http.StatusServiceUnavailable)
+		default:
+		}
+	}))
+	defer srv.Close()
+	p := Poll(srv.URL+"/", PollOptions{Timeout: 10 * time.Second, Every: 5 * time.Millisecond, PaceWhileDown: 50 * time.Millisecond})
+	defer p.End()
+	p.WaitAnswers(t, 3, 10*time.Second)
+	close(release)
+	for p.Failures.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	p.mu.Lock()
+	down := p.down
+	p.mu.Unlock()
+	if down {
+		t.Error("a slow failure of a request older than the answered ones set the poller down")
+	}
+}
