@@ -180,7 +180,7 @@ func decoder(kind string, r io.Reader) (io.Reader, error) {
 		return xz.NewReader(r, 0)
 	case "zstd":
 		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-			zstd.WithDecoderMaxWindow(1<<30))
+			zstd.WithDecoderMaxWindow(maxZstdWindow))
 		if err != nil {
 			return nil, err
 		}
@@ -190,7 +190,7 @@ func decoder(kind string, r io.Reader) (io.Reader, error) {
 	case "bzip2":
 		return bzip2.NewReader(r), nil
 	case "lzma":
-		return lzma.NewReader(r)
+		return lzma.ReaderConfig{DictCap: maxLZMADict}.NewReader(r)
 	}
 	return nil, fmt.Errorf("%s payload: no decoder here: %w", kind, errUnsupported)
 }
@@ -333,6 +333,9 @@ func (h *bzHeader) extract() (*kernelImage, error) {
 	if eh.Entry < base || eh.Entry-base >= fileEnd {
 		return nil, fmt.Errorf("ELF entry %#x is outside the kernel's image", eh.Entry)
 	}
+	if err := roomFor("the kernel, laid out,", fileEnd); err != nil {
+		return nil, err
+	}
 	img := &kernelImage{mem: make([]byte, fileEnd), memSize: max(memEnd, h.initSize), entry: eh.Entry - base}
 	for _, p := range loads {
 		if err := r.skipTo(p.Off); err != nil {
@@ -345,8 +348,11 @@ func (h *bzHeader) extract() (*kernelImage, error) {
 	}
 	// Whatever follows the last segment (section headers, then the relocations) is small.
 	tailAt := uint64(r.n)
-	if img.relocs, err = io.ReadAll(r); err != nil {
+	if img.relocs, err = io.ReadAll(io.LimitReader(r, maxTail+1)); err != nil {
 		return nil, payloadErr(h, "relocation table", err)
+	}
+	if len(img.relocs) > maxTail {
+		return nil, fmt.Errorf("the %s payload has more than %d MiB after the kernel's segments", h.compression, maxTail>>20)
 	}
 	img.cleared = clearedSections(eh, img.relocs, tailAt, base, fileEnd)
 	if r.n != int64(h.rawSize) {

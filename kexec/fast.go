@@ -165,6 +165,11 @@ func loadFast(img Image) (FastInfo, error) {
 // prepareFast reads, checks and extracts the kernel: all that does not need the running
 // kernel's permission.
 func prepareFast(img Image) (*bzHeader, *kernelImage, error) {
+	if fi, err := os.Stat(img.Kernel); err == nil && fi.Mode().IsRegular() {
+		if err := roomFor("the kernel file", uint64(fi.Size())); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", img.Kernel, err)
+		}
+	}
 	kb, err := os.ReadFile(img.Kernel)
 	if err != nil {
 		return nil, nil, &ImageError{Path: img.Kernel, Err: fmt.Errorf("kexec load: kernel: %w", err)}
@@ -179,6 +184,9 @@ func prepareFast(img Image) (*bzHeader, *kernelImage, error) {
 	start := time.Now()
 	k, err := h.extract()
 	if err != nil {
+		if errors.Is(err, errNoRoom) {
+			return nil, nil, fmt.Errorf("%s: %w", img.Kernel, err)
+		}
 		if errors.Is(err, errUnsupported) {
 			return nil, nil, err
 		}

@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// maxUnpackedInitrd bounds what fastInitrd holds in memory: an initramfs larger than this
-// unpacked goes to the next kernel compressed, as it is.
+// maxUnpackedInitrd bounds what fastInitrd holds in memory (and a quarter of MemAvailable): an
+// initramfs larger than that unpacked goes to the next kernel compressed, as it is.
 const maxUnpackedInitrd = 512 << 20
 
 // fastInitrd reads the initrd for the fast method and, when it is one zstd or gzip stream
@@ -21,6 +21,11 @@ const maxUnpackedInitrd = 512 << 20
 // goes as it is: the kernel unpacks whatever it can boot, so nothing is lost but the time.
 // note says what happened, for the log.
 func fastInitrd(path string) (data []byte, note string, err error) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
+		if err := roomFor("the initrd "+path, uint64(fi.Size())); err != nil {
+			return nil, "", err
+		}
+	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, "", err
@@ -52,14 +57,18 @@ func unpack(kind string, raw []byte) ([]byte, string) {
 	if c, ok := r.(io.Closer); ok {
 		defer c.Close()
 	}
+	limit := int64(maxUnpackedInitrd)
+	if avail, ok := memAvailable(); ok {
+		limit = min(limit, int64(avail/4)) // beside the initrd itself and the kernel
+	}
 	var buf bytes.Buffer
-	buf.Grow(4 * len(raw))
-	n, err := io.Copy(&buf, io.LimitReader(r, maxUnpackedInitrd+1))
+	buf.Grow(int(min(4*int64(len(raw)), limit)))
+	n, err := io.Copy(&buf, io.LimitReader(r, limit+1))
 	switch {
 	case err != nil:
 		return nil, "it does not unpack: " + err.Error()
-	case n > maxUnpackedInitrd:
-		return nil, fmt.Sprintf("larger than %d MiB unpacked", maxUnpackedInitrd>>20)
+	case n > limit:
+		return nil, fmt.Sprintf("larger than %d MiB unpacked", limit>>20)
 	case !bytes.HasPrefix(buf.Bytes(), []byte("070701")):
 		return nil, "not a newc cpio archive inside"
 	}
