@@ -203,13 +203,6 @@ func TestBootGraph(t *testing.T) {
 	if err := checkGraph(steps); err != nil {
 		t.Fatal(err)
 	}
-	// db is below the [[mount]]: the module step does not wait for an idle CPU on its way.
-	if !m.servicesWaitForMounts() {
-		t.Error("db waits for the mounts, yet servicesWaitForMounts is false")
-	}
-	if only := (&machine{cfg: &config.Config{Service: []config.Service{web, puller}, Mount: m.cfg.Mount}}); only.servicesWaitForMounts() {
-		t.Error("no service below a mount, yet servicesWaitForMounts is true")
-	}
 	after := map[string][]string{}
 	for _, s := range steps {
 		after[s.name] = s.after

@@ -56,10 +56,9 @@ type machine struct {
 	// mu) is how long a service's start waited for it.
 	starts    *startSlots
 	slotWaits map[string]time.Duration
-	// modulesWaited and modulesIdle (under mu): how long the module step waited for the early
-	// services, then for an idle CPU.
-	modulesWaited, modulesIdle time.Duration
-	change                     changeGuard // one kexec, update or re-exec at a time (change.go)
+	// modulesWaited (under mu): how long the module step waited for the early services.
+	modulesWaited time.Duration
+	change        changeGuard // one kexec, update or re-exec at a time (change.go)
 
 	mu             sync.Mutex
 	steps          []timing
@@ -334,16 +333,11 @@ func (m *machine) loadModules() error {
 	return err
 }
 
-// modulesHold bounds how long the module step waits for the services that start early;
-// modulesIdleHold how long it then waits for an idle CPU.
-const (
-	modulesHold     = 2 * startSlotHold
-	modulesIdleHold = 2 * time.Second
-)
+// modulesHold bounds how long the module step waits for the services that start early.
+const modulesHold = 2 * startSlotHold
 
 // waitForEarlyServices holds the module step until the services that start early have had
-// their turn (startSlots.settled), for modulesHold at most, then until the CPU is idle half of
-// 100 ms, for modulesIdleHold at most. A module's probe is kernel CPU that
+// their turn (startSlots.settled), for modulesHold at most. A module's probe is kernel CPU that
 // a lower priority does not take back: Debian's kernel preempts voluntarily, so a nice-10 probe
 // runs to its end once it has the CPU. Under QEMU with one CPU, binding the other PCI devices
 // (the disk, the RNG: their ACPI interrupt links) at nice 10 took 1.3 s beside web's start, and
@@ -351,6 +345,12 @@ const (
 // among these modules: a service below a [[mount]] waits for the mounts, and those for this
 // step; the network's drivers load first (startReachModules); on-demand loads (a service
 // opening /dev/net/tun) are answered at once by the kernel's modprobe helper.
+//
+// It does not also wait for an idle CPU, as it did for a while: the gain (first answers not
+// held up by a probe) was never shown, and the cost was: services below a [[mount]] started
+// up to 2 s later, and so did the hardware RNG's driver — the remote API refuses TLS until the
+// kernel's random pool is ready, and a client that kept trying kept the CPU busy for the whole
+// 2 s (bench-handoff's phases then ran against refusals).
 func (m *machine) waitForEarlyServices() {
 	if m.starts == nil || m.cfg != nil && m.cfg.Watchdog.Device != "" {
 		return // a watchdog's driver is among these modules, and its timer may be counting
@@ -362,53 +362,21 @@ func (m *machine) waitForEarlyServices() {
 	case <-m.starts.settled():
 	case <-t.C:
 	}
-	w := time.Since(began)
-	// Ready is not done: the clients that waited in a service's held sockets while it started
-	// are served after it, and a probe started then can hold them up (one verbose fast kexec
-	// answered first 0.69 s after web's READY=1, inside the disk's bind; the benchmark's poller
-	// of then varied that span as much by itself, so the gain is not proven). Not when a
-	// service waits for these modules, through the mounts: its start would wait up to
-	// modulesIdleHold more for a gain that small.
-	var idle time.Duration
-	if !m.servicesWaitForMounts() {
-		idle = system.WaitForIdleCPU(100*time.Millisecond, modulesIdleHold)
-	}
-	m.mu.Lock()
-	if w > 10*time.Millisecond {
+	if w := time.Since(began); w > 10*time.Millisecond {
+		m.mu.Lock()
 		m.modulesWaited = w
+		m.mu.Unlock()
 	}
-	if idle > 150*time.Millisecond { // one window is no wait
-		m.modulesIdle = idle
-	}
-	m.mu.Unlock()
-}
-
-// servicesWaitForMounts reports whether a service's start waits for the mounts (a file below
-// a [[mount]], or connections carried on the disk), which wait for the module step.
-func (m *machine) servicesWaitForMounts() bool {
-	if m.cfg == nil {
-		return false
-	}
-	for _, s := range m.cfg.Service {
-		if usesMount(s, m.cfg.Mount) != "" || s.KeepConnections && m.carryPending() {
-			return true
-		}
-	}
-	return false
 }
 
 // modulesHeldBy says how long the module step waited for the early services, if it did.
 func (m *machine) modulesHeldBy() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var held []string
 	if m.modulesWaited > 0 {
-		held = append(held, fmt.Sprintf("the services' start (%s)", m.modulesWaited.Round(time.Millisecond)))
+		return fmt.Sprintf("the services' start (%s)", m.modulesWaited.Round(time.Millisecond))
 	}
-	if m.modulesIdle > 0 {
-		held = append(held, fmt.Sprintf("an idle CPU (%s)", m.modulesIdle.Round(time.Millisecond)))
-	}
-	return strings.Join(held, ", then ")
+	return ""
 }
 
 // startReachModules starts loading the network card's driver and its bus (reachModule), with

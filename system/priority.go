@@ -1,11 +1,7 @@
 package system
 
 import (
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -29,62 +25,4 @@ const ReachNice = -10
 func SetThreadPriority(n int) error {
 	runtime.LockOSThread()
 	return unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), n)
-}
-
-// cpuIdle reads the machine's CPU time so far from /proc/stat's first line: all of it, and
-// the idle part (idle and iowait), in clock ticks.
-func cpuIdle(stat string) (total, idle uint64, ok bool) {
-	b, err := os.ReadFile(stat)
-	if err != nil {
-		return 0, 0, false
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 6 || f[0] != "cpu" {
-		return 0, 0, false
-	}
-	for i, s := range f[1:] {
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			return 0, 0, false
-		}
-		if i >= 8 { // guest and guest_nice are in user and nice already
-			break
-		}
-		total += n
-		if i == 3 || i == 4 {
-			idle += n
-		}
-	}
-	return total, idle, true
-}
-
-// WaitForIdleCPU returns once the CPUs were idle at least half of a window (/proc/stat, read
-// every window), or after max, and says how long it waited. Boot work that can come later
-// (the drivers nothing waiting needs) waits for it: on a machine with one CPU, a driver's
-// probe in the kernel is not preempted, whatever its nice value.
-func WaitForIdleCPU(window, max time.Duration) time.Duration {
-	return waitForIdleCPU("/proc/stat", window, max)
-}
-
-func waitForIdleCPU(stat string, window, max time.Duration) time.Duration {
-	start := time.Now()
-	t0, i0, ok := cpuIdle(stat)
-	if !ok {
-		return 0
-	}
-	for time.Since(start) < max {
-		time.Sleep(window)
-		t1, i1, ok := cpuIdle(stat)
-		if !ok {
-			break
-		}
-		// Differences as signed numbers: iowait, counted in both sums, may go down.
-		total, idle := int64(t1-t0), int64(i1-i0)
-		if total > 0 && idle > 0 && 2*idle >= total {
-			break
-		}
-		t0, i0 = t1, i1
-	}
-	return time.Since(start)
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -156,64 +155,4 @@ func hasChildrenHelper() int {
 		return fail("a zombie child not seen")
 	}
 	return 0
-}
-
-func TestCPUIdle(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "stat")
-	os.WriteFile(p, []byte("cpu  72 1 374 500 7 0 1 0 9 9\ncpu0 72 1 374 500 7 0 1 0 9 9\nintr 1\n"), 0o644)
-	if total, idle, ok := cpuIdle(p); !ok || total != 72+1+374+500+7+1 || idle != 507 {
-		t.Errorf("cpuIdle = %d, %d, %v", total, idle, ok)
-	}
-	os.WriteFile(p, []byte("intr 1\n"), 0o644)
-	if _, _, ok := cpuIdle(p); ok {
-		t.Error("a stat without a cpu line read")
-	}
-}
-
-// waitForIdleCPU waits while the CPU is busy, and returns at the first window it was idle
-// half of; with a stat that never moves, after max.
-func TestWaitForIdleCPU(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "stat")
-	write := func(user, idle int) {
-		tmp := p + ".tmp"
-		os.WriteFile(tmp, []byte(fmt.Sprintf("cpu  %d 0 0 %d 0 0 0 0 0 0\n", user, idle)), 0o644)
-		os.Rename(tmp, p)
-	}
-	write(100, 100)
-	busyUntil := make(chan time.Time, 1)
-	go func() {
-		user := 100
-		for i := 0; i < 10; i++ { // busy: only user time grows
-			time.Sleep(10 * time.Millisecond)
-			user += 10
-			write(user, 100)
-		}
-		busyUntil <- time.Now()
-		write(user+1, 1000) // idle
-	}()
-	waited := waitForIdleCPU(p, 5*time.Millisecond, 10*time.Second)
-	returned := time.Now()
-	end := <-busyUntil
-	if returned.Before(end) || waited >= 10*time.Second {
-		t.Errorf("returned after %v, %v before the busy phase ended", waited, end.Sub(returned))
-	}
-	if w := waitForIdleCPU(p, 5*time.Millisecond, 60*time.Millisecond); w < 60*time.Millisecond {
-		t.Errorf("a stat that does not move ended the wait after %v", w)
-	}
-	// iowait may go down (proc(5)): a busy CPU whose iowait fell is still busy.
-	writeIO := func(user, iowait int) {
-		tmp := p + ".tmp"
-		os.WriteFile(tmp, []byte(fmt.Sprintf("cpu  %d 0 0 100 %d 0 0 0 0 0\n", user, iowait)), 0o644)
-		os.Rename(tmp, p)
-	}
-	writeIO(100, 50)
-	go func() {
-		for i := 1; i <= 6; i++ {
-			time.Sleep(10 * time.Millisecond)
-			writeIO(100+10*i, 50-i)
-		}
-	}()
-	if w := waitForIdleCPU(p, 10*time.Millisecond, 50*time.Millisecond); w < 50*time.Millisecond {
-		t.Errorf("a busy CPU whose iowait went down ended the wait after %v", w)
-	}
 }

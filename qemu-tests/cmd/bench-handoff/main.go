@@ -92,6 +92,17 @@ func qemuPhases(cycles, workers, longLived int) []handoffbench.Result {
 		g := vm.Boot(t, vm.BootOptions{Kernel: vmlinuz, Initrd: "out/initramfs.img", Disk: "out/disk.img", Append: "quiet", Quiet: true,
 			Forward: []int{vm.WebPort, vm.StreamPort, vm.ControlPort}, Initctl: "out/bin/initctl", TLSDir: "out/tls"})
 		g.WaitFor(`step="start remote control API"`, 180*time.Second)
+		// Listening is not answering: the API refuses TLS until the guest's random pool is
+		// ready (its RNG's driver loads after the services' start).
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+			out, code := g.Initctl(t, "status")
+			if code == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the remote API did not answer within 60 s:\n%s", out)
+			}
+		}
 		c, err := control.NewRemote(fmt.Sprintf("127.0.0.1:%d", g.HostPort(vm.ControlPort)), "out/tls")
 		if err != nil {
 			t.Fatalf("%v", err)
@@ -105,7 +116,9 @@ func qemuPhases(cycles, workers, longLived int) []handoffbench.Result {
 			fmt.Fprintf(os.Stderr, "%s: %d cycles in %s\n", r.Name, cycles, time.Since(start).Round(time.Millisecond))
 			out = append(out, r)
 		}
-		g.Initctl(t, "poweroff")
+		if out, code := g.Initctl(t, "poweroff"); code != 0 {
+			t.Fatalf("initctl poweroff: exit %d\n%s", code, out)
+		}
 		g.WaitExit(60 * time.Second)
 	})
 	return out
