@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -320,3 +321,18 @@ func TestOnlySignedImagesWhenKeysAreTrusted(t *testing.T) {
 		t.Errorf("signed image with its kernel: %v (plan %+v)", err, res.Plan)
 	}
 }
+
+// A slot's command line keeps this boot's parameters, not what belonged to this boot only:
+// the boot loader's, kexec's markers, the fast method's memmap= (with its baton.spared=), the
+// update's own.
+func TestNextCmdline(t *testing.T) {
+	u := &Updater{Cmdline: system.ParseCmdline(`BOOT_IMAGE=/vmlinuz console=ttyS0 memmap=64M$0x10000000 baton.prev=ab12 ` +
+		`memmap=0x2000$0x100000 baton.spared=` + spared("0x2000$0x100000") + ` baton.slot=a baton.trial=x1 panic=10 note="two words" baton.once.m=1`)}
+	want := `console=ttyS0 memmap=64M$0x10000000 note="two words" baton.slot=b`
+	if got := u.nextCmdline("baton.slot=b"); got != want {
+		t.Errorf("nextCmdline =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// spared is the baton.spared= value of a memmap= value, as the kexec package writes it.
+func spared(memmap string) string { return fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(memmap))) }

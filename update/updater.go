@@ -270,16 +270,14 @@ func writeExtracted(dst string, body io.Reader, mode os.FileMode) error {
 }
 
 // nextCmdline is the command line a slot boots with: this boot's, without what belonged to
-// this boot only.
+// this boot only — kexec's one-shot parameters (kexec.Reuse: the boot loader's, baton.prev,
+// the fast method's memmap= of the old code's holes with its baton.spared=) and the update's
+// own.
 func (u *Updater) nextCmdline(extra ...string) string {
 	var keep []string
-	for _, p := range u.Cmdline.Params() {
-		k, _, _ := strings.Cut(p, "=")
-		switch k {
-		case "BOOT_IMAGE", "initrd", "baton.prev", "baton.slot", "baton.trial", "baton.rolledback", "panic":
-			continue
-		}
-		if strings.HasPrefix(k, "baton.once.") {
+	for _, p := range kexec.Reuse(u.Cmdline.Params()) {
+		switch k, _, _ := strings.Cut(p, "="); k {
+		case "baton.slot", "baton.trial", "baton.rolledback", "panic":
 			continue
 		}
 		keep = append(keep, p)
