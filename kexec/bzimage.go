@@ -177,7 +177,7 @@ func decoder(kind string, r io.Reader) (io.Reader, error) {
 	case "gzip":
 		return gzip.NewReader(r)
 	case "xz":
-		return xz.NewReader(r, 0)
+		return xz.NewReader(r, maxLZMADict)
 	case "zstd":
 		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
 			zstd.WithDecoderMaxWindow(maxZstdWindow))
@@ -190,7 +190,11 @@ func decoder(kind string, r io.Reader) (io.Reader, error) {
 	case "bzip2":
 		return bzip2.NewReader(r), nil
 	case "lzma":
-		return lzma.ReaderConfig{DictCap: maxLZMADict}.NewReader(r)
+		d, err := lzma.ReaderConfig{DictCap: maxLZMADict}.NewReader(r)
+		if err != nil {
+			return nil, tooBig(err)
+		}
+		return d, nil
 	}
 	return nil, fmt.Errorf("%s payload: no decoder here: %w", kind, errUnsupported)
 }
@@ -333,7 +337,7 @@ func (h *bzHeader) extract() (*kernelImage, error) {
 	if eh.Entry < base || eh.Entry-base >= fileEnd {
 		return nil, fmt.Errorf("ELF entry %#x is outside the kernel's image", eh.Entry)
 	}
-	if err := roomFor("the kernel, laid out,", fileEnd); err != nil {
+	if err := roomFor("the kernel, laid out, with its decoder's window,", fileEnd+decoderMemory(h.compression, uint64(h.rawSize))); err != nil {
 		return nil, err
 	}
 	img := &kernelImage{mem: make([]byte, fileEnd), memSize: max(memEnd, h.initSize), entry: eh.Entry - base}
@@ -352,7 +356,7 @@ func (h *bzHeader) extract() (*kernelImage, error) {
 		return nil, payloadErr(h, "relocation table", err)
 	}
 	if len(img.relocs) > maxTail {
-		return nil, fmt.Errorf("the %s payload has more than %d MiB after the kernel's segments", h.compression, maxTail>>20)
+		return nil, fmt.Errorf("the %s payload has more than %d MiB after the kernel's segments: %w", h.compression, maxTail>>20, errNoRoom)
 	}
 	img.cleared = clearedSections(eh, img.relocs, tailAt, base, fileEnd)
 	if r.n != int64(h.rawSize) {
@@ -361,7 +365,21 @@ func (h *bzHeader) extract() (*kernelImage, error) {
 	return img, nil
 }
 
+// tooBig marks a decoder's refusal of a dictionary or window above its cap as errNoRoom: the
+// file method, where the kernel decompresses, may boot what the fast method will not hold.
+func tooBig(err error) error {
+	var dict *lzma.ErrDictSize
+	if errors.As(err, &dict) || errors.Is(err, xz.ErrMemlimit) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		return fmt.Errorf("%v (the fast method's decoders hold %d MiB of LZMA dictionary, %d MiB of zstd window): %w",
+			err, maxLZMADict>>20, maxZstdWindow>>20, errNoRoom)
+	}
+	return err
+}
+
 func payloadErr(h *bzHeader, what string, err error) error {
+	if err := tooBig(err); errors.Is(err, errNoRoom) {
+		return fmt.Errorf("the %s payload: %w", h.compression, err)
+	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("truncated: the %s payload ended inside the %s", h.compression, what)
 	}

@@ -74,15 +74,9 @@ func loadFast(img Image) (FastInfo, error) {
 		mem.Phys.Insert(ukexec.TypedRange{Range: ukexec.RangeFromInclusiveInterval(uintptr(lo), uintptr(hi)), Type: ukexec.RangeReserved})
 		avoided = fmt.Sprintf("running kernel at %#x–%#x avoided", lo, hi)
 	}
-	cmdline := img.Cmdline
+	var oldCode []pageRange
 	if img.SpareOldCode {
-		note := "old code not spared: the command line has no room for its memmap="
-		holes, spared := spareOldCode(mem, e820, iomemPath, procPath)
-		if with := strings.Join(append([]string{cmdline}, sparedParams(holes)...), " "); len(with) <= h.cmdlineSize {
-			// memmap= entries, not MiB only: the next kernel's /proc/cmdline shows them.
-			cmdline, note = strings.TrimSpace(with), fmt.Sprintf("old code spared (%d MiB, %d memmap= holes)", spared>>20, len(holes))
-		} // else still kept from the segments, at no cost
-		avoided = strings.TrimPrefix(avoided+", "+note, ", ")
+		oldCode = spareOldCode(mem, iomemPath, procPath)
 	}
 
 	// Physical placement: a random aligned slot with room for the whole init_size, as the
@@ -109,6 +103,18 @@ func loadFast(img Image) (FastInfo, error) {
 			return info, &ImageError{Path: img.Kernel, Err: err}
 		}
 		kaslr = append(kaslr, fmt.Sprintf("virtual +%#x", virtual))
+	}
+	cmdline := img.Cmdline
+	if img.SpareOldCode {
+		holes, spared := sparedHoles(oldCode, pageRange{phys / pageSize, size / pageSize}, e820)
+		note := "old code not spared: its pages lie too scattered"
+		if with := strings.TrimSpace(strings.Join(append([]string{cmdline}, sparedParams(holes)...), " ")); len(holes) > 0 && len(with) > h.cmdlineSize {
+			note = "old code not spared: the command line has no room for its memmap="
+		} else if len(holes) > 0 {
+			// memmap= entries, not MiB only: the next kernel's /proc/cmdline shows them.
+			cmdline, note = with, fmt.Sprintf("old code spared (%d MiB, %d memmap= holes)", spared>>20, len(holes))
+		} // else still kept from the segments, at no cost
+		avoided = strings.TrimPrefix(avoided+", "+note, ", ")
 	}
 	if avoided != "" {
 		kaslr = append(kaslr, avoided)

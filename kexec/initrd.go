@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// maxUnpackedInitrd bounds what fastInitrd holds in memory (and a quarter of MemAvailable): an
+// maxUnpackedInitrd bounds what fastInitrd holds in memory (and an eighth of MemAvailable): an
 // initramfs larger than that unpacked goes to the next kernel compressed, as it is.
 const maxUnpackedInitrd = 512 << 20
 
@@ -59,7 +59,9 @@ func unpack(kind string, raw []byte) ([]byte, string) {
 	}
 	limit := int64(maxUnpackedInitrd)
 	if avail, ok := memAvailable(); ok {
-		limit = min(limit, int64(avail/4)) // beside the initrd itself and the kernel
+		// A quarter of what is available, for the buffer growing by doubling to twice what
+		// it holds, beside the initrd itself and the kernel: an eighth unpacked.
+		limit = min(limit, int64(avail/8))
 	}
 	var buf bytes.Buffer
 	buf.Grow(int(min(4*int64(len(raw)), limit)))

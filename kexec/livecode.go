@@ -22,29 +22,88 @@ const pageSize = 4096
 
 // spareOldCode keeps the fast method's next kernel off the pages that hold the running
 // system's code: the kernel's text and init text (kernelCode) and the programs' resident code
-// (liveCode, runs less than 1 MiB apart joined). They are left out of the placement map (no
-// segment goes there) and reserved for the next kernel with memmap= (sparedParams), and it
-// returns the bytes of RAM they take. Under QEMU's TCG a write to a page that held translated
-// code goes the slow way until that code is invalidated, and the next kernel's boot writes
-// all over its memory (the initramfs alone is 24 MB for the demo): kernel → /init took
-// 4.05–4.16 s after fast kexecs of the demo, 3.17–3.76 s with these pages spared. On other
-// machines it only costs the memory, so it is the TCG default only.
+// (liveCode, runs less than 1 MiB apart joined). Every run is left out of the placement map (no
+// segment goes there), and it returns them for the next kernel's memmap= (sparedHoles).
+// Under QEMU's TCG a write to a page that held translated code goes the slow way until that
+// code is invalidated, and the next kernel's boot writes all over its memory (the initramfs
+// alone is 24 MB for the demo): kernel → /init took 4.05–4.16 s after fast kexecs of the demo,
+// 3.17–3.76 s with these pages spared. On other machines it only costs the memory, so it is
+// the TCG default only.
+func spareOldCode(mem *ukexec.Memory, iomem, proc string) []pageRange {
+	runs := append(kernelCode(iomem), joinNear(liveCode(proc), 256)...)
+	slices.SortFunc(runs, func(a, b pageRange) int { return cmp.Compare(a.first, b.first) })
+	runs = joinNear(runs, 0) // the kernel's code and a program's may touch
+	for _, r := range runs {
+		mem.Phys.Insert(ukexec.TypedRange{Range: ukexec.Range{Start: uintptr(r.first * pageSize), Size: uint(r.n * pageSize)}, Type: ukexec.RangeReserved})
+	}
+	return runs
+}
+
+// sparedHoles turns the runs into what the next kernel reserves with memmap=, and the bytes of
+// RAM that takes: without the pages the kernel itself will occupy (with nokaslr, or without room
+// for a random slot, it goes to its link address whatever is there — a kernel inside its own
+// reservation would not be mapped), joined at the smallest gaps while there are more than
+// maxSpared. None (0 bytes) when that would take more than an eighth of the RAM: the runs were
+// too scattered to be worth it.
 //
 // memmap=, not the zero page's e820: the next kernel keeps the e820 it is given as the
 // firmware's (/sys/firmware/memmap, which the next load reads), so holes put there would stay
 // reserved in every later boot and add up kexec after kexec; memmap= changes only the map the
-// kernel allocates from. More runs than maxSpared are joined across wider gaps.
-func spareOldCode(mem *ukexec.Memory, e820 []e820Entry, iomem, proc string) (holes []pageRange, spared uint64) {
-	holes = append(kernelCode(iomem), joinNear(liveCode(proc), 256)...)
-	slices.SortFunc(holes, func(a, b pageRange) int { return cmp.Compare(a.first, b.first) })
-	holes = joinNear(holes, 0) // the kernel's code and a program's may touch
-	for gap := uint64(512); len(holes) > maxSpared; gap *= 2 {
-		holes = joinNear(holes, gap)
+// kernel allocates from.
+func sparedHoles(runs []pageRange, kernel pageRange, e820 []e820Entry) ([]pageRange, uint64) {
+	var holes []pageRange
+	for _, r := range runs {
+		holes = append(holes, r.minus(kernel)...)
 	}
-	for _, h := range holes {
-		mem.Phys.Insert(ukexec.TypedRange{Range: ukexec.Range{Start: uintptr(h.first * pageSize), Size: uint(h.n * pageSize)}, Type: ukexec.RangeReserved})
+	holes = joinSmallestGaps(holes, maxSpared)
+	spared := ramBytes(e820) - ramBytes(carveE820(e820, holes))
+	if spared > ramBytes(e820)/8 {
+		return nil, 0
 	}
-	return holes, ramBytes(e820) - ramBytes(carveE820(e820, holes))
+	return holes, spared
+}
+
+// minus is r without the pages of o: none, one or two runs.
+func (r pageRange) minus(o pageRange) []pageRange {
+	end, oEnd := r.first+r.n, o.first+o.n
+	if o.n == 0 || oEnd <= r.first || o.first >= end {
+		return []pageRange{r}
+	}
+	var out []pageRange
+	if o.first > r.first {
+		out = append(out, pageRange{r.first, o.first - r.first})
+	}
+	if oEnd < end {
+		out = append(out, pageRange{oEnd, end - oEnd})
+	}
+	return out
+}
+
+// joinSmallestGaps joins sorted runs across their smallest gaps until at most max are left, so
+// the pages taken with them are as few as can be.
+func joinSmallestGaps(rs []pageRange, max int) []pageRange {
+	if len(rs) <= max {
+		return rs
+	}
+	gaps := make([]int, len(rs)-1) // gap i lies between rs[i] and rs[i+1]
+	for i := range gaps {
+		gaps[i] = i
+	}
+	gap := func(i int) uint64 { return rs[i+1].first - (rs[i].first + rs[i].n) }
+	slices.SortStableFunc(gaps, func(a, b int) int { return cmp.Compare(gap(a), gap(b)) })
+	join := make([]bool, len(rs)-1)
+	for _, i := range gaps[:len(rs)-max] {
+		join[i] = true
+	}
+	out := []pageRange{rs[0]}
+	for i := 1; i < len(rs); i++ {
+		if last := &out[len(out)-1]; join[i-1] {
+			last.n = rs[i].first + rs[i].n - last.first
+		} else {
+			out = append(out, rs[i])
+		}
+	}
+	return out
 }
 
 // maxSpared bounds the memmap= entries: about 25 bytes each, of the 2,047 the command line holds.

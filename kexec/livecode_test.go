@@ -2,11 +2,9 @@ package kexec
 
 import (
 	"encoding/binary"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
 
 	ukexec "github.com/u-root/u-root/pkg/boot/kexec"
@@ -98,11 +96,23 @@ func TestSpareOldCode(t *testing.T) {
 	var mm ukexec.MemoryMap
 	mm.Insert(ukexec.TypedRange{Range: ukexec.Range{Start: 0x100000, Size: 0x1fee0000}, Type: ukexec.RangeRAM})
 	mem := &ukexec.Memory{Phys: mm}
-	holes, spared := spareOldCode(mem, e820, p, fakeProc(t))
+	runs := spareOldCode(mem, p, fakeProc(t))
+	holes, spared := sparedHoles(runs, pageRange{0x20000, 0x1000}, e820)
 	// text, init, and frames 0x100–0x200: less than 1 MiB apart, joined
 	want := uint64(0xe00000 + 0x549000 + 0x101000)
-	if spared != want || len(holes) != 3 {
-		t.Errorf("spared %#x in %d holes, want %#x in 3", spared, len(holes), want)
+	if spared != want || len(holes) != 3 || !reflect.DeepEqual(holes, runs) {
+		t.Errorf("spared %#x in %d holes (%v, runs %v), want %#x in 3", spared, len(holes), holes, runs, want)
+	}
+	// The kernel at its link address, over the old kernel's text: those pages are not reserved.
+	k := pageRange{0xb000, 0x400} // 0xb000000–0xb400000
+	holes, spared = sparedHoles(runs, k, e820)
+	for _, h := range holes {
+		if h.first < k.first+k.n && k.first < h.first+h.n {
+			t.Errorf("hole %#x+%#x overlaps the kernel's pages %#x+%#x", h.first, h.n, k.first, k.n)
+		}
+	}
+	if spared != want-0x400000 {
+		t.Errorf("with the kernel over the old text: spared %#x, want %#x", spared, want-0x400000)
 	}
 	for _, a := range []uintptr{0xb000000, 0xcc50000, 0x100000, 0x180000, 0x200000} {
 		for _, r := range mem.AvailableRAM() {
@@ -113,45 +123,52 @@ func TestSpareOldCode(t *testing.T) {
 	}
 }
 
-// More code runs than memmap= takes are joined across wider gaps until they fit.
-func TestSpareOldCodeBoundsTheHoles(t *testing.T) {
-	dir := t.TempDir()
-	pages := map[uint64]uint64{}
+// More runs than memmap= takes are joined at their smallest gaps; runs so scattered that the
+// holes would take more than an eighth of the RAM are not reserved at all.
+func TestSparedHolesBounded(t *testing.T) {
+	runs := []pageRange{{0x100, 1}, {0x110, 1}, {0x1000, 1}, {0x1002, 1}, {0x5000, 1}, {0x5100, 1}}
+	if got, want := joinSmallestGaps(runs, 3), []pageRange{{0x100, 0x11}, {0x1000, 3}, {0x5000, 0x101}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("joinSmallestGaps to 3 = %#x, want %#x", got, want)
+	}
+	if got := joinSmallestGaps(runs, 6); !reflect.DeepEqual(got, runs) {
+		t.Errorf("joinSmallestGaps within the bound changed the runs: %#x", got)
+	}
+	ram := []e820Entry{{0x100000, 0x3ff00000, 1}} // 1 GiB
+	var many []pageRange
 	for i := uint64(0); i < 3*maxSpared; i++ {
-		pages[i] = 0x1000 + i*0x400 // one code page every 4 MiB
+		many = append(many, pageRange{0x1000 + i*0x100, 1}) // a page every MiB
 	}
-	d := filepath.Join(dir, "1")
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		t.Fatal(err)
+	holes, spared := sparedHoles(many, pageRange{}, ram)
+	if len(holes) != maxSpared || spared == 0 || spared > 128<<20 {
+		t.Errorf("%d pages a MiB apart: %d holes, %d MiB", len(many), len(holes), spared>>20)
 	}
-	maps := fmt.Sprintf("00000000-%08x r-xp 00000000 00:01 1 /bin/x\n", 3*maxSpared*pageSize)
-	pm := make([]byte, 8*3*maxSpared)
-	for vpn, pfn := range pages {
-		binary.LittleEndian.PutUint64(pm[8*vpn:], 1<<63|pfn)
+	var scattered []pageRange
+	for i := uint64(0); i < 3*maxSpared; i++ {
+		scattered = append(scattered, pageRange{0x1000 + i*0x1000, 1}) // a page every 16 MiB
 	}
-	if err := os.WriteFile(filepath.Join(d, "maps"), []byte(maps), 0o644); err != nil {
-		t.Fatal(err)
+	if holes, spared := sparedHoles(scattered, pageRange{}, ram); holes != nil || spared != 0 {
+		t.Errorf("pages 16 MiB apart: %d holes taking %d MiB, want none", len(holes), spared>>20)
 	}
-	if err := os.WriteFile(filepath.Join(d, "pagemap"), pm, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var mm ukexec.MemoryMap
-	mm.Insert(ukexec.TypedRange{Range: ukexec.Range{Start: 0x100000, Size: 0x3ff00000}, Type: ukexec.RangeRAM})
-	holes, spared := spareOldCode(&ukexec.Memory{Phys: mm}, []e820Entry{{0x100000, 0x3ff00000, 1}}, "/nonexistent", dir)
-	if len(holes) == 0 || len(holes) > maxSpared {
-		t.Fatalf("%d holes, want 1–%d", len(holes), maxSpared)
-	}
-	for _, pfn := range pages {
-		in := false
-		for _, h := range holes {
-			in = in || pfn >= h.first && pfn < h.first+h.n
+}
+
+// minus cuts a run out of another: nothing, its head, its tail, or its middle.
+func TestPageRangeMinus(t *testing.T) {
+	r := pageRange{10, 10}
+	for _, tc := range []struct {
+		o    pageRange
+		want []pageRange
+	}{
+		{pageRange{0, 5}, []pageRange{r}},
+		{pageRange{20, 5}, []pageRange{r}},
+		{pageRange{12, 0}, []pageRange{r}},
+		{pageRange{5, 10}, []pageRange{{15, 5}}},
+		{pageRange{15, 10}, []pageRange{{10, 5}}},
+		{pageRange{12, 3}, []pageRange{{10, 2}, {15, 5}}},
+		{pageRange{0, 100}, nil},
+	} {
+		if got := r.minus(tc.o); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%v minus %v = %v, want %v", r, tc.o, got, tc.want)
 		}
-		if !in {
-			t.Errorf("code page %#x not spared", pfn)
-		}
-	}
-	if line := strings.Join(sparedParams(holes), " "); len(line) > 30*maxSpared {
-		t.Errorf("%d bytes of parameters for %d holes (%d MiB): %s", len(line), len(holes), spared>>20, line)
 	}
 }
 

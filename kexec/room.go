@@ -60,3 +60,15 @@ const (
 	maxLZMADict   = 64 << 20
 	maxZstdWindow = 128 << 20
 )
+
+// decoderMemory is about what a decoder of kind holds while it streams size bytes out: its
+// dictionary or window, which never exceeds what it decompresses.
+func decoderMemory(kind string, size uint64) uint64 {
+	switch kind {
+	case "xz", "lzma":
+		return min(maxLZMADict, size)
+	case "zstd":
+		return min(maxZstdWindow, size)
+	}
+	return min(8<<20, size) // gzip's 32 KiB window, lz4's 8 MB blocks, bzip2's 900 kB ones
+}

@@ -11,6 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/therootcompany/xz"
 )
 
 // withMemAvailable makes memAvailable say kb kilobytes for the test.
@@ -49,7 +52,7 @@ func TestFastLoadRefusesWhatDoesNotFit(t *testing.T) {
 	for _, tc := range []struct {
 		kb   uint64
 		want string
-	}{{60 << 10, "the kernel, laid out, takes 58 MiB"}, {8 << 10, "the kernel file takes 7 MiB"}} {
+	}{{100 << 10, "the kernel, laid out, with its decoder's window, takes 120 MiB"}, {8 << 10, "the kernel file takes 7 MiB"}} {
 		withMemAvailable(t, tc.kb)
 		_, _, err := prepareFast(Image{Kernel: path})
 		var bad *ImageError
@@ -93,17 +96,17 @@ func TestExtractBoundsWhatItHolds(t *testing.T) {
 	if _, err := syntheticPayload(1<<30, 0).extract(); !errors.Is(err, errNoRoom) || !strings.Contains(err.Error(), "1024 MiB") {
 		t.Errorf("a 1 GiB segment with 400 MiB available: %v", err)
 	}
-	if _, err := syntheticPayload(0x2000, maxTail+1).extract(); err == nil || !strings.Contains(err.Error(), "after the kernel's segments") {
+	if _, err := syntheticPayload(0x2000, maxTail+1).extract(); !errors.Is(err, errNoRoom) || !strings.Contains(err.Error(), "after the kernel's segments") {
 		t.Errorf("a tail of more than %d bytes: %v", maxTail, err)
 	}
 }
 
 // An LZMA header asking for a dictionary larger than the kernel's build writes is refused before
-// anything is allocated.
+// anything is allocated, as too big for the fast method (the file method may still boot it).
 func TestLZMADictionaryBounded(t *testing.T) {
 	hdr := []byte{0x5d, 0, 0, 0, 0x40, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff} // 1 GiB, size unknown
-	if _, err := decoder("lzma", bytes.NewReader(append(hdr, make([]byte, 64)...))); err == nil {
-		t.Error("an LZMA stream with a 1 GiB dictionary was accepted")
+	if _, err := decoder("lzma", bytes.NewReader(append(hdr, make([]byte, 64)...))); !errors.Is(err, errNoRoom) {
+		t.Errorf("an LZMA stream with a 1 GiB dictionary: %v", err)
 	}
 	hdr[4] = 0x04 // 64 MiB, what lzma -9 writes
 	if _, err := decoder("lzma", bytes.NewReader(append(hdr, make([]byte, 64)...))); err != nil {
@@ -111,7 +114,7 @@ func TestLZMADictionaryBounded(t *testing.T) {
 	}
 }
 
-// An initramfs that unpacks to more than a quarter of the memory available goes as it is.
+// An initramfs that unpacks to more than an eighth of the memory available goes as it is.
 func TestFastInitrdBoundedByMemory(t *testing.T) {
 	archive := append([]byte("070701"), make([]byte, 3<<20)...)
 	var gz bytes.Buffer
@@ -122,9 +125,21 @@ func TestFastInitrdBoundedByMemory(t *testing.T) {
 	if err := os.WriteFile(p, gz.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	withMemAvailable(t, 8<<10) // a quarter: 2 MiB
+	withMemAvailable(t, 16<<10) // an eighth: 2 MiB
 	data, note, err := fastInitrd(p)
 	if err != nil || !bytes.Equal(data, gz.Bytes()) || !strings.Contains(note, "larger than 2 MiB unpacked") {
 		t.Errorf("fastInitrd: %q, %v (%d bytes)", note, err, len(data))
+	}
+}
+
+// A window above the fast method's cap is not a corrupt kernel: the file method is tried.
+func TestTooBigFallsBack(t *testing.T) {
+	for _, err := range []error{xz.ErrMemlimit, zstd.ErrWindowSizeExceeded, fmt.Errorf("read: %w", zstd.ErrWindowSizeExceeded)} {
+		if got := payloadErr(&bzHeader{compression: "zstd"}, "ELF segments", err); !errors.Is(got, errNoRoom) {
+			t.Errorf("payloadErr(%v) = %v, not errNoRoom", err, got)
+		}
+	}
+	if got := payloadErr(&bzHeader{compression: "zstd"}, "ELF segments", errors.New("bad block")); errors.Is(got, errNoRoom) {
+		t.Errorf("a corrupt payload taken for a large one: %v", got)
 	}
 }

@@ -78,8 +78,10 @@ func UnmountAll(log *slog.Logger) {
 }
 
 // unmountTargets lists what UnmountAll unmounts, deepest first: the mounts below / with a
-// store, and those without one (nothingToWrite) that lie below a mount with a store — a tmpfs
-// on /data/cache left mounted would keep /data busy, and /data only remounted read-only.
+// store, and those without one (nothingToWrite) that lie below or over a mount with a store —
+// a tmpfs on /data/cache left mounted would keep /data busy, and /data only remounted
+// read-only; a tmpfs mounted over /data takes the one unmount of that path. A path holding
+// several mounts is listed once for each.
 func unmountTargets(mounts string) []string {
 	type mnt struct {
 		target string
@@ -99,7 +101,7 @@ func unmountTargets(mounts string) []string {
 	for _, m := range all {
 		keep := m.store
 		for _, s := range all {
-			keep = keep || s.store && strings.HasPrefix(m.target, strings.TrimSuffix(s.target, "/")+"/")
+			keep = keep || s.store && (m.target == s.target || strings.HasPrefix(m.target, strings.TrimSuffix(s.target, "/")+"/"))
 		}
 		if keep {
 			targets = append(targets, m.target)

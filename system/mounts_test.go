@@ -20,8 +20,10 @@ tmpfs /data/cache tmpfs rw 0 0
 proc /data/chroot/proc proc rw 0 0
 tmpfs /database tmpfs rw 0 0
 /dev/vdc /mnt/my\040disk ext4 rw 0 0
+/dev/vdd /srv ext4 rw 0 0
+tmpfs /srv tmpfs rw 0 0
 `
-	want := []string{"/data/chroot/proc", "/mnt/my disk", "/data/cache", "/boot", "/data"}
+	want := []string{"/data/chroot/proc", "/mnt/my disk", "/data/cache", "/boot", "/data", "/srv", "/srv"}
 	if got := unmountTargets(mounts); !reflect.DeepEqual(got, want) {
 		t.Errorf("unmountTargets = %q, want %q", got, want)
 	}
