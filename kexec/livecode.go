@@ -245,7 +245,8 @@ func joinNear(rs []pageRange, gap uint64) []pageRange {
 }
 
 // carveE820 marks holes (page runs, sorted, not overlapping) reserved where they fall in RAM
-// entries, splitting them; the result is sorted by address.
+// entries, splitting them; the result is sorted by address. It only counts what memmap= will
+// take (sparedHoles): the zero page gets the firmware's map.
 func carveE820(e820 []e820Entry, holes []pageRange) []e820Entry {
 	var out []e820Entry
 	for _, e := range e820 {
