@@ -106,14 +106,19 @@ func loadFast(img Image) (FastInfo, error) {
 	}
 	cmdline := img.Cmdline
 	if img.SpareOldCode {
+		// Not reserved, the runs are still kept from the segments, at no cost.
 		holes, spared := sparedHoles(oldCode, pageRange{phys / pageSize, size / pageSize}, e820)
-		note := "old code not spared: its pages lie too scattered"
-		if with := strings.TrimSpace(strings.Join(append([]string{cmdline}, sparedParams(holes)...), " ")); len(holes) > 0 && len(with) > h.cmdlineSize {
+		with := strings.TrimSpace(strings.Join(append([]string{cmdline}, sparedParams(holes)...), " "))
+		var note string
+		switch {
+		case len(holes) == 0:
+			note = "old code not spared: its pages lie too scattered"
+		case len(with) > h.cmdlineSize:
 			note = "old code not spared: the command line has no room for its memmap="
-		} else if len(holes) > 0 {
+		default:
 			// memmap= entries, not MiB only: the next kernel's /proc/cmdline shows them.
 			cmdline, note = with, fmt.Sprintf("old code spared (%d MiB, %d memmap= holes)", spared>>20, len(holes))
-		} // else still kept from the segments, at no cost
+		}
 		avoided = strings.TrimPrefix(avoided+", "+note, ", ")
 	}
 	if avoided != "" {
@@ -171,10 +176,8 @@ func loadFast(img Image) (FastInfo, error) {
 // prepareFast reads, checks and extracts the kernel: all that does not need the running
 // kernel's permission.
 func prepareFast(img Image) (*bzHeader, *kernelImage, error) {
-	if fi, err := os.Stat(img.Kernel); err == nil && fi.Mode().IsRegular() {
-		if err := roomFor("the kernel file", uint64(fi.Size())); err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", img.Kernel, err)
-		}
+	if err := roomForFile("the kernel file", img.Kernel); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", img.Kernel, err)
 	}
 	kb, err := os.ReadFile(img.Kernel)
 	if err != nil {

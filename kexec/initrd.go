@@ -21,10 +21,8 @@ const maxUnpackedInitrd = 512 << 20
 // goes as it is: the kernel unpacks whatever it can boot, so nothing is lost but the time.
 // note says what happened, for the log.
 func fastInitrd(path string) (data []byte, note string, err error) {
-	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
-		if err := roomFor("the initrd "+path, uint64(fi.Size())); err != nil {
-			return nil, "", err
-		}
+	if err := roomForFile("the initrd "+path, path); err != nil {
+		return nil, "", err
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {

@@ -50,6 +50,14 @@ func roomFor(what string, n uint64) error {
 	return fmt.Errorf("%s takes %d MiB, more than half of the %d MiB available (MemAvailable): %w", what, n>>20, avail>>20, errNoRoom)
 }
 
+// roomForFile is roomFor of a regular file's size, before it is read whole.
+func roomForFile(what, path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() {
+		return roomFor(what, uint64(fi.Size()))
+	}
+	return nil // reading it says what is wrong
+}
+
 // maxTail bounds what follows the kernel's last segment in its payload: the section headers
 // and the relocation table (Debian's 6.1: under 1 MB).
 const maxTail = 64 << 20
